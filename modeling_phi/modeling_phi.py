@@ -1,0 +1,231 @@
+"""PhiForCausalLM: the phi-1 / phi-1.5 decoder, readable top to bottom.
+
+Sources: "Textbooks Are All You Need" (phi-1, arXiv:2306.11644) and "Textbooks Are All You Need II"
+(phi-1.5, arXiv:2309.05463); the weight layout is transformers' native `PhiForCausalLM`, so Hub
+checkpoints (`microsoft/phi-1`, `microsoft/phi-1_5`) load as they are.
+
+Data meets, in order: token embedding -> N parallel blocks `x + attn(ln(x)) + mlp(ln(x))` (one
+LayerNorm per block, partial rotary on the first 32 dims of each 64-dim head) -> final LayerNorm ->
+untied lm_head with bias. Attention goes through transformers' registry (eager / sdpa /
+flash_attention_2 / flex_attention), masks through `create_causal_mask`, caches through `Cache`.
+
+Packed sequences: pass per-document `position_ids` (restarting at 0) and no cache; the mask is then
+block-diagonal. Training never builds a KV cache (`use_cache` is off in train mode), because with a
+cache transformers no longer derives document boundaries from position_ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from .configuration_phi import PhiConfig
+
+
+class PhiRotaryEmbedding(nn.Module):
+    """cos / sin tables for the rotated part of each head (partial_rotary_factor x head_dim dims)."""
+
+    def __init__(self, config: PhiConfig):
+        super().__init__()
+        head_dim = config.hidden_size // config.num_attention_heads
+        self.dim = int(head_dim * config.rope_parameters.get("partial_rotary_factor", 0.5))
+        base = config.rope_parameters["rope_theta"]
+        inv_freq = 1.0 / (base ** (torch.arange(0, self.dim, 2, dtype=torch.float) / self.dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Always in fp32: bf16 positions lose integer precision beyond 256.
+        freqs = position_ids[..., None].float() * self.inv_freq.to(x.device)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_partial_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first `cos.shape[-1]` dims of every head (rotate-half convention), pass the rest."""
+    rot_dim = cos.shape[-1]
+    x_rot, x_pass = x[..., :rot_dim], x[..., rot_dim:]
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads
+    return torch.cat((x_rot * cos + rotate_half(x_rot) * sin, x_pass), dim=-1)
+
+
+def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0, **kwargs):
+    """Reference attention: softmax in fp32 (phi overflows in fp16 otherwise)."""
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+class PhiAttention(nn.Module):
+    """Multi-head attention with partial rotary; q/k/v/dense all with bias."""
+
+    def __init__(self, config: PhiConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True
+        self.num_key_value_groups = 1  # read by transformers' sdpa / flash wrappers
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor],
+                attention_mask: torch.Tensor | None, past_key_values: Cache | None = None, **kwargs):
+        batch, seq_len, _ = hidden_states.shape
+        shape = (batch, seq_len, -1, self.head_dim)
+        query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
+
+        cos, sin = position_embeddings
+        query, key = apply_partial_rotary(query, cos, sin), apply_partial_rotary(key, cos, sin)
+        if past_key_values is not None:
+            key, value = past_key_values.update(key, value, self.layer_idx)
+
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                                     eager_attention_forward)
+        out, weights = attention(self, query, key, value, attention_mask, scaling=self.scaling,
+                                 dropout=self.config.attention_dropout if self.training else 0.0, **kwargs)
+        return self.dense(out.reshape(batch, seq_len, -1)), weights
+
+
+class PhiMLP(nn.Module):
+    def __init__(self, config: PhiConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        # gelu_new is exactly the tanh approximation; torch's fused kernel is one op instead of six.
+        self.act = (lambda x: F.gelu(x, approximate="tanh")) if config.hidden_act in ("gelu_new", "gelu_pytorch_tanh") \
+            else _activation(config.hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def _activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    from transformers.activations import ACT2FN
+
+    return ACT2FN[name]
+
+
+class PhiDecoderLayer(GradientCheckpointingLayer):
+    """Parallel block: attention and MLP read the same LayerNorm output and add to the residual."""
+
+    def __init__(self, config: PhiConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.self_attn = PhiAttention(config, layer_idx)
+        self.mlp = PhiMLP(config)
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,
+                position_embeddings: tuple[torch.Tensor, torch.Tensor], past_key_values: Cache | None = None,
+                **kwargs) -> torch.Tensor:
+        normed = self.input_layernorm(hidden_states)
+        attn_out, _ = self.self_attn(normed, position_embeddings, attention_mask, past_key_values, **kwargs)
+        return hidden_states + self.resid_dropout(attn_out) + self.resid_dropout(self.mlp(normed))
+
+
+class PhiPreTrainedModel(PreTrainedModel):
+    """Weight init and the capabilities transformers checks (attention backends, cache classes)."""
+
+    config_class = PhiConfig
+    config: PhiConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["PhiDecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+
+
+class PhiModel(PhiPreTrainedModel):
+    """Embedding -> decoder layers -> final LayerNorm."""
+
+    def __init__(self, config: PhiConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.embed_dropout = nn.Dropout(config.embd_pdrop)
+        self.layers = nn.ModuleList([PhiDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.rotary_emb = PhiRotaryEmbedding(config)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.LongTensor | None = None, past_key_values: Cache | None = None,
+                inputs_embeds: torch.Tensor | None = None, use_cache: bool | None = None,
+                **kwargs) -> BaseModelOutputWithPast:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        # A cache in training would silently merge packed documents (see module docstring).
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+        if position_ids is None:
+            past = past_key_values.get_seq_length() if past_key_values is not None else 0
+            position_ids = torch.arange(past, past + inputs_embeds.shape[1], device=inputs_embeds.device)[None]
+
+        mask = create_causal_mask(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                  past_key_values=past_key_values, position_ids=position_ids)
+        hidden_states = self.embed_dropout(inputs_embeds)
+        position_embeddings = self.rotary_emb(hidden_states, position_ids)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, mask, position_embeddings, past_key_values, **kwargs)
+        return BaseModelOutputWithPast(last_hidden_state=self.final_layernorm(hidden_states),
+                                       past_key_values=past_key_values if use_cache else None)
+
+
+class PhiForCausalLM(PhiPreTrainedModel, GenerationMixin):
+    """The phi language model: PhiModel plus an untied lm_head with bias; loss ignores label -100."""
+
+    def __init__(self, config: PhiConfig):
+        super().__init__(config)
+        self.model = PhiModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=True)
+        self.post_init()
+
+    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.LongTensor | None = None, past_key_values: Cache | None = None,
+                inputs_embeds: torch.Tensor | None = None, labels: torch.LongTensor | None = None,
+                use_cache: bool | None = None, logits_to_keep: int | torch.Tensor = 0,
+                **kwargs) -> CausalLMOutputWithPast:
+        out = self.model(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache, **kwargs)
+        hidden = out.last_hidden_state
+        # Generation only needs the last position's logits: skip the (vocab x seq) matmul for the rest.
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden[:, keep, :])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values)
+
+
+__all__ = ["PhiForCausalLM", "PhiModel", "PhiPreTrainedModel"]

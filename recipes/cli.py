@@ -1,0 +1,86 @@
+"""The `phi` command line: one entry point that wires the subcommands of every package.
+
+Each subcommand lives in the module that does the work; that module defines
+`add_arguments(parser)` and `main(args)`, and its docstring (first line = help, the rest = the
+`--help` epilog with an example). This file only routes, so `phi --help` stays fast: modules are
+imported when their command runs, or when their own `--help` is asked for.
+
+    phi --help
+    phi data filtered-code --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+
+# (group, command) -> module. group None = top-level command.
+COMMANDS: dict[tuple[str | None, str], str] = {
+    (None, "demo"): "recipes.demo",
+    (None, "reproduce"): "recipes.reproduce",
+    (None, "convert"): "modeling_phi.convert",
+    (None, "push"): "recipes.push",
+    ("data", "filtered-code"): "datasets_builders.filtered_code",
+    ("data", "textbook"): "datasets_builders.textbook",
+    ("data", "exercises"): "datasets_builders.exercises",
+    ("data", "decontaminate"): "datasets_builders.decontaminate",
+    ("data", "tokenizer"): "datasets_builders.tokenizer",
+    ("data", "pack"): "datasets_builders.packing",
+    ("eval", "humaneval"): "evaluation.code_eval",
+    ("eval", "mbpp"): "evaluation.code_eval",
+    ("eval", "commonsense"): "evaluation.multiple_choice",
+}
+# Exceptions that mean "bad input or environment": the code raising them writes a message that names
+# the file / field / URL and what to do, so the CLI prints it as one line instead of a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ConnectionError, TimeoutError)
+GROUPS = {"data": "build datasets (Hub layout)", "eval": "evaluate a model"}
+
+
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="phi", description="phi-1 / phi-1.5 reproduction: data, training, evaluation.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    groups = {g: sub.add_parser(g, help=h).add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+              for g, h in GROUPS.items()}
+    # Only the command being run (or asked about) is imported; the rest get a one-line help.
+    wanted = [a for a in argv if not a.startswith("-")][:2]
+    for (group, name), module in COMMANDS.items():
+        if not _available(module):
+            continue
+        target = sub if group is None else groups[group]
+        path = [name] if group is None else [group, name]
+        if wanted[: len(path)] == path:
+            mod = importlib.import_module(module)
+            doc = (mod.__doc__ or "").strip()
+            first, _, rest = doc.partition("\n")
+            p = target.add_parser(name, help=first, description=first, epilog=rest.strip() or None,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+            p.set_defaults(_main=mod.main, _command=name)
+            mod.add_arguments(p)
+        else:
+            target.add_parser(name, help=f"(see `phi {' '.join(path)} --help`)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    try:
+        args._main(args)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except USER_ERRORS as err:
+        # Bad input is reported as one line naming the file / field; PHI_DEBUG=1 shows the traceback.
+        if os.environ.get("PHI_DEBUG"):
+            raise
+        sys.exit(f"phi {args._command}: error: {err}")
+
+
+if __name__ == "__main__":
+    main()
