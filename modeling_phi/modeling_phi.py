@@ -38,9 +38,11 @@ class PhiRotaryEmbedding(nn.Module):
         super().__init__()
         head_dim = config.hidden_size // config.num_attention_heads
         self.dim = int(head_dim * config.rope_parameters.get("partial_rotary_factor", 0.5))
-        base = config.rope_parameters["rope_theta"]
-        inv_freq = 1.0 / (base ** (torch.arange(0, self.dim, 2, dtype=torch.float) / self.dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.base = config.rope_parameters["rope_theta"]
+        self.register_buffer("inv_freq", self.compute_inv_freq(), persistent=False)
+
+    def compute_inv_freq(self) -> torch.Tensor:
+        return 1.0 / (self.base ** (torch.arange(0, self.dim, 2, dtype=torch.float) / self.dim))
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,6 +163,14 @@ class PhiPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        # from_pretrained builds the model on the meta device: the rotary table is not in the checkpoint
+        # (non-persistent), so it must be recomputed here or it stays garbage.
+        if isinstance(module, PhiRotaryEmbedding):
+            module.inv_freq.copy_(module.compute_inv_freq())
 
 
 class PhiModel(PhiPreTrainedModel):

@@ -1,0 +1,277 @@
+"""PhiForCausalLM against transformers' native PhiForCausalLM on the same weights, plus converters and remote code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import transformers
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from modeling_phi import PhiConfig, PhiForCausalLM
+from modeling_phi.convert import export_native_phi, from_native, load_any, to_native
+
+TOL = 1e-5
+VOCAB = 512
+# microsoft/phi-1_5's config.json as published (transformers 4.37 era).
+PHI_1_5_CONFIG = {
+    "_name_or_path": "microsoft/phi-1_5", "architectures": ["PhiForCausalLM"], "attention_dropout": 0.0,
+    "bos_token_id": None, "embd_pdrop": 0.0, "eos_token_id": None, "hidden_act": "gelu_new", "hidden_size": 2048,
+    "initializer_range": 0.02, "intermediate_size": 8192, "layer_norm_eps": 1e-05, "max_position_embeddings": 2048,
+    "model_type": "phi", "num_attention_heads": 32, "num_hidden_layers": 24, "num_key_value_heads": None,
+    "partial_rotary_factor": 0.5, "qk_layernorm": False, "resid_pdrop": 0.0, "rope_scaling": None,
+    "rope_theta": 10000.0, "tie_word_embeddings": False, "torch_dtype": "float16", "transformers_version": "4.37.0",
+    "use_cache": True, "vocab_size": 51200,
+}
+
+
+def native_config(config: PhiConfig) -> transformers.PhiConfig:
+    fields = {k: v for k, v in config.to_dict().items() if k not in ("model_type", "auto_map", "transformers_version")}
+    return transformers.PhiConfig(**fields)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """Our model and the native one holding the same random weights (fp32, eval)."""
+    torch.manual_seed(0)
+    config = PhiConfig.from_preset("tiny", num_hidden_layers=2, vocab_size=VOCAB, bos_token_id=1, eos_token_id=1)
+    ours = PhiForCausalLM(config).eval()
+    # Non-trivial biases / norms so a swapped or skipped parameter shows up in the logits.
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    ref = transformers.PhiForCausalLM(native_config(config)).eval()
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    return ours, ref
+
+
+def set_attn(models, impl):
+    for m in models:
+        m.set_attn_implementation(impl)
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_logits_match_native(pair, impl):
+    set_attn(pair, impl)
+    ids = torch.randint(0, VOCAB, (3, 41), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        diff = (pair[0](ids).logits - pair[1](ids).logits).abs().max().item()
+    assert diff <= TOL
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_padded_batch_matches_native_and_unpadded(pair, impl):
+    set_attn(pair, impl)
+    ours, ref = pair
+    ids = torch.randint(2, VOCAB, (2, 20), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(ids)
+    mask[0, :7] = 0  # left padding
+    ids[0, :7] = 0
+    with torch.no_grad():
+        a, b = ours(ids, attention_mask=mask).logits, ref(ids, attention_mask=mask).logits
+        alone = ours(ids[:1, 7:]).logits
+    assert (a - b)[mask.bool()].abs().max().item() <= TOL
+    assert (a[0, 7:] - alone[0]).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_packed_documents_never_attend_across(pair, impl, train_mode):
+    ours, _ = pair
+    set_attn(pair, impl)
+    g = torch.Generator().manual_seed(3)
+    docs = [torch.randint(2, VOCAB, (n,), generator=g) for n in (9, 14, 6)]
+    packed = torch.cat(docs)[None]
+    position_ids = torch.cat([torch.arange(len(d)) for d in docs])[None]
+    ours.train(train_mode)  # dropout is 0 in the tiny preset: train mode only changes the cache default
+    try:
+        with torch.no_grad():
+            kwargs = {} if train_mode else {"use_cache": False}
+            logits = ours(packed, position_ids=position_ids, **kwargs).logits[0]
+            start = 0
+            for doc in docs:
+                alone = ours(doc[None], use_cache=False).logits[0]
+                assert (logits[start:start + len(doc)] - alone).abs().max().item() <= TOL
+                start += len(doc)
+    finally:
+        ours.eval()
+
+
+def test_training_builds_no_cache(pair):
+    ours, _ = pair
+    ours.train()
+    try:
+        out = ours(torch.randint(0, VOCAB, (1, 8)), labels=torch.randint(0, VOCAB, (1, 8)))
+    finally:
+        ours.eval()
+    assert out.past_key_values is None
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_greedy_generation_matches_native(pair, impl):
+    set_attn(pair, impl)
+    ours, ref = pair
+    ids = torch.randint(2, VOCAB, (2, 10), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    kwargs = dict(attention_mask=mask, max_new_tokens=32, min_new_tokens=32, do_sample=False, pad_token_id=0)
+    a = ours.generate(ids, **kwargs)
+    b = ref.generate(ids, **kwargs)
+    assert a.shape[1] == 42 and torch.equal(a, b)
+    static = ours.generate(ids, cache_implementation="static", **kwargs)
+    assert torch.equal(a, static)
+
+
+def test_loss_ignores_minus_100(pair):
+    ours, _ = pair
+    ids = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(5))
+    labels = ids.clone()
+    labels[:, :5] = -100
+    with torch.no_grad():
+        out = ours(ids, labels=labels)
+        manual = torch.nn.functional.cross_entropy(out.logits[:, :-1].reshape(-1, VOCAB), labels[:, 1:].reshape(-1),
+                                                   ignore_index=-100)
+    assert abs(out.loss.item() - manual.item()) <= 1e-5
+
+
+def test_gradient_checkpointing_same_gradients():
+    torch.manual_seed(0)
+    model = PhiForCausalLM(PhiConfig.from_preset("tiny", num_hidden_layers=2, vocab_size=VOCAB))
+    model.train()
+    ids = torch.randint(0, VOCAB, (2, 16))
+
+    def grads():
+        model.zero_grad()
+        model(ids, labels=ids).loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    plain = grads()
+    model.gradient_checkpointing_enable()
+    checkpointed = grads()
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, checkpointed))
+
+
+def test_dropout_knobs_act_in_training_only():
+    torch.manual_seed(0)
+    config = PhiConfig.from_preset("tiny", num_hidden_layers=1, vocab_size=VOCAB, resid_pdrop=0.5,
+                                   attention_dropout=0.5, embd_pdrop=0.5)
+    model = PhiForCausalLM(config)
+    ids = torch.randint(0, VOCAB, (1, 8))
+    model.train()
+    assert not torch.equal(model(ids).logits, model(ids).logits)
+    model.eval()
+    assert torch.equal(model(ids).logits, model(ids).logits)
+
+
+def test_presets_and_phi_1_5_config(tmp_path):
+    counts = {name: sum(p.numel() for p in PhiForCausalLM(PhiConfig.from_preset(name)).parameters())
+              for name in ("tiny", "small")}
+    assert 5e6 <= counts["tiny"] <= 10e6 and 30e6 <= counts["small"] <= 50e6
+    config = PhiConfig.from_preset("phi-1")
+    assert (config.num_hidden_layers, config.hidden_size, config.eos_token_id, config.resid_pdrop) == (24, 2048, 50256, 0.1)
+    (tmp_path / "config.json").write_text(json.dumps(PHI_1_5_CONFIG))
+    loaded = PhiConfig.from_pretrained(tmp_path)
+    assert loaded.rope_parameters["partial_rotary_factor"] == 0.5 and loaded.num_hidden_layers == 24
+    with pytest.raises(ValueError, match="known presets"):
+        PhiConfig.from_preset("phi-7")
+
+
+def test_phi1_parameter_count_on_meta_device():
+    with torch.device("meta"):
+        n = sum(p.numel() for p in PhiForCausalLM(PhiConfig.from_preset("phi-1")).parameters())
+        n_small = sum(p.numel() for p in PhiForCausalLM(PhiConfig.from_preset("phi-1-small")).parameters())
+    assert round(n / 1e9, 3) == 1.418 and round(n_small / 1e6, 1) == 356.8
+
+
+@pytest.mark.parametrize("layout", ["mixformer", "phi-msft"])
+def test_legacy_layouts_round_trip(pair, layout, tmp_path):
+    ours, _ = pair
+    native = ours.state_dict()
+    legacy = from_native(native, layout)
+    assert set(legacy).isdisjoint(native)
+    back = to_native(legacy)
+    assert set(back) == set(native) and all(torch.equal(back[k], native[k]) for k in native)
+    # A legacy folder on disk loads as our model with identical logits.
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in legacy.items()}, str(tmp_path / "model.safetensors"))
+    ours.config.save_pretrained(tmp_path)
+    ids = torch.randint(0, VOCAB, (1, 12))
+    with torch.no_grad():
+        assert torch.equal(load_any(tmp_path).eval()(ids).logits, ours(ids).logits)
+
+
+def test_unknown_layout_names_keys(tmp_path, pair):
+    from safetensors.torch import save_file
+
+    ours, _ = pair
+    state = ours.state_dict()
+    state["model.layers.0.self_attn.rogue.weight"] = torch.zeros(2)
+    del state["lm_head.bias"]
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "model.safetensors"))
+    ours.config.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"missing keys: \['lm_head.bias'\].*rogue"):
+        load_any(tmp_path)
+
+
+def test_native_phi_reads_our_folder_and_export(pair, tmp_path):
+    ours, _ = pair
+    ours.save_pretrained(tmp_path / "ours")
+    ref, info = transformers.PhiForCausalLM.from_pretrained(tmp_path / "ours", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    export_native_phi(ours, tmp_path / "native")
+    assert json.loads((tmp_path / "native" / "config.json").read_text())["model_type"] == "phi"
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "native")
+    assert type(exported) is transformers.PhiForCausalLM
+    ids = torch.randint(0, VOCAB, (1, 12))
+    with torch.no_grad():
+        assert (exported.eval()(ids).logits - ours(ids).logits).abs().max().item() <= TOL
+
+
+def test_auto_classes_registered(pair, tmp_path):
+    ours, _ = pair
+    ours.save_pretrained(tmp_path)
+    assert type(AutoConfig.from_pretrained(tmp_path)) is PhiConfig
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(loaded) is PhiForCausalLM
+    ids = torch.randint(0, VOCAB, (1, 12))
+    with torch.no_grad():
+        assert (loaded(ids).logits - ours(ids).logits).abs().max().item() <= TOL
+    assert not list(tmp_path.glob("*.bin")) and (tmp_path / "model.safetensors").is_file()
+
+
+def test_remote_code_without_package(pair, tmp_path):
+    ours, _ = pair
+    ours.save_pretrained(tmp_path / "ckpt")
+    ids = torch.randint(0, VOCAB, (1, 12), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        expected = ours(ids).logits
+    torch.save({"ids": ids, "logits": expected}, tmp_path / "expected.pt")
+    script = textwrap.dedent(f"""
+        import sys
+        class Block:  # make this project unimportable, as in an environment that never installed it
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {{"modeling_phi", "datasets_builders", "evaluation", "recipes"}}:
+                    raise ImportError("blocked: " + name)
+        sys.meta_path.insert(0, Block())
+        import torch
+        from transformers import AutoModelForCausalLM
+        try:
+            import modeling_phi
+            sys.exit("package still importable")
+        except ImportError:
+            pass
+        model = AutoModelForCausalLM.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        exp = torch.load({str(tmp_path / "expected.pt")!r})
+        with torch.no_grad():
+            diff = (model(exp["ids"]).logits - exp["logits"]).abs().max().item()
+        assert diff <= {TOL}, diff
+        print("OK", type(model).__name__)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "OK PhiForCausalLM" in result.stdout, result.stderr[-2000:]
