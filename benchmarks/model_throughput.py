@@ -1,0 +1,121 @@
+"""Throughput of our PhiForCausalLM vs transformers' native PhiForCausalLM on the same config and weights.
+
+Training step (forward + backward + AdamW) tokens/s and greedy-generation tokens/s, for the `tiny` and
+`small` presets, fp32 and bf16 autocast. Runs are interleaved (ours, native, ours, ...) so machine noise
+hits both; we report medians and the ratio ours / native, and MFU against a bf16 matmul peak measured
+in the same run.
+
+    python benchmarks/model_throughput.py                 # full table
+    python benchmarks/model_throughput.py --rounds 3 --presets tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import print_table, write_results  # noqa: E402
+from modeling_phi import PhiConfig, PhiForCausalLM  # noqa: E402
+from recipes.mfu import flops_per_token, measure_peak_flops  # noqa: E402
+
+SHAPES = {"tiny": dict(batch=8, seq_len=256), "small": dict(batch=4, seq_len=256)}
+
+
+def build_pair(preset: str) -> dict[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    config = PhiConfig.from_preset(preset)
+    ours = PhiForCausalLM(config)
+    fields = {k: v for k, v in config.to_dict().items() if k not in ("model_type", "auto_map", "transformers_version")}
+    native = transformers.PhiForCausalLM(transformers.PhiConfig(**fields))
+    native.load_state_dict(ours.state_dict())
+    for m in (ours, native):
+        m.set_attn_implementation("sdpa")
+    return {"ours": ours, "native": native}
+
+
+def autocast(dtype: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+
+
+def time_train(model, optimizer, ids, dtype: str, steps: int) -> float:
+    model.train()
+    start = time.perf_counter()
+    for _ in range(steps):
+        with autocast(dtype):
+            loss = model(ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return ids.numel() * steps / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def time_generate(model, prompt, dtype: str, new_tokens: int) -> float:
+    model.eval()
+    start = time.perf_counter()
+    with autocast(dtype):
+        out = model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                             pad_token_id=0)
+    assert out.shape[1] == prompt.shape[1] + new_tokens
+    return prompt.shape[0] * new_tokens / (time.perf_counter() - start)
+
+
+def bench(preset: str, dtype: str, rounds: int, steps: int, new_tokens: int, peak: float) -> list[dict]:
+    models = build_pair(preset)
+    shape = SHAPES[preset]
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, models["ours"].config.vocab_size, (shape["batch"], shape["seq_len"]), generator=g)
+    prompt = ids[:4, :32]
+    optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
+    for name, m in models.items():  # warm-up both (allocator, kernel selection)
+        time_train(m, optimizers[name], ids, dtype, 1)
+        time_generate(m, prompt, dtype, 4)
+    train = {k: [] for k in models}
+    gen = {k: [] for k in models}
+    for _ in range(rounds):
+        for name, m in models.items():
+            train[name].append(time_train(m, optimizers[name], ids, dtype, steps))
+            gen[name].append(time_generate(m, prompt, dtype, new_tokens))
+    fpt = flops_per_token(models["ours"], shape["seq_len"])
+    rows = []
+    for kind, results in (("train", train), ("generate", gen)):
+        med = {k: statistics.median(v) for k, v in results.items()}
+        row = {"preset": preset, "dtype": dtype, "kind": kind, "ours_tok_s": med["ours"], "native_tok_s": med["native"],
+               "ratio": med["ours"] / med["native"]}
+        if kind == "train":
+            row["ours_mfu"] = med["ours"] * fpt / peak
+            row["native_mfu"] = med["native"] * fpt / peak
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default="tiny,small")
+    parser.add_argument("--dtypes", default="fp32,bf16")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3, help="training steps per timed run")
+    parser.add_argument("--new_tokens", type=int, default=32)
+    args = parser.parse_args()
+    peak = measure_peak_flops("cpu", torch.bfloat16)
+    print(f"measured bf16 matmul peak: {peak / 1e12:.2f} TFLOP/s, torch threads {torch.get_num_threads()}")
+    rows = []
+    for preset in args.presets.split(","):
+        for dtype in args.dtypes.split(","):
+            rows += bench(preset, dtype, args.rounds, args.steps, args.new_tokens, peak)
+            print_table(rows[-2:], ["preset", "dtype", "kind", "ours_tok_s", "native_tok_s", "ratio"])
+    print()
+    table = print_table(rows, ["preset", "dtype", "kind", "ours_tok_s", "native_tok_s", "ratio", "ours_mfu", "native_mfu"])
+    write_results("model_throughput", rows, peak_bf16_flops=peak, shapes=SHAPES, rounds=args.rounds, table=table)
+
+
+if __name__ == "__main__":
+    main()
