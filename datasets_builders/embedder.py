@@ -71,6 +71,7 @@ class Embedder:
         self.device = device
         self._tokenizer = None
         self._model = None
+        self._causal = False
         self.max_length = max_length or self._configured_max_length()
         key = f"{self.model_id}|{self.max_length}"
         self.cache_key = hashlib.sha1(key.encode()).hexdigest()[:12]
@@ -98,8 +99,10 @@ class Embedder:
             self._tokenizer.pad_token = self._tokenizer.eos_token
         try:
             model = AutoModel.from_pretrained(self.model_id)
+            self._causal = False
         except ValueError:  # a causal-LM-only checkpoint: take its hidden states instead
             model = AutoModelForCausalLM.from_pretrained(self.model_id)
+            self._causal = True
         self._model = model.to(self.device).eval()
         torch.set_grad_enabled(False)
 
@@ -139,8 +142,8 @@ class Embedder:
         batch = self._tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         batch = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
         with torch.inference_mode():
-            out = self._model(**batch, output_hidden_states=True)
-        hidden = out.hidden_states[-1].float()
+            out = self._model(**batch, output_hidden_states=self._causal)
+        hidden = (out.hidden_states[-1] if self._causal else out.last_hidden_state).float()
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         pooled = torch.nn.functional.normalize(pooled, dim=-1)

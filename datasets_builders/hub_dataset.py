@@ -35,6 +35,9 @@ def _write_shards(records: list[Record], folder: Path, prefix: str, shard_rows: 
     from datasets import Dataset
 
     folder.mkdir(parents=True, exist_ok=True)
+    # Dataset.from_list takes its columns from the first record: give every record every column.
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    records = [{c: record.get(c) for c in columns} for record in records]
     n_shards = max(1, math.ceil(len(records) / shard_rows))
     names = []
     for i in range(n_shards):
@@ -45,14 +48,17 @@ def _write_shards(records: list[Record], folder: Path, prefix: str, shard_rows: 
 
 
 def render_card(name: str, description: str, n_rows: int, columns: list[str], sections: dict[str, str],
-                license: str = "other", tags: list[str] | None = None) -> str:
-    """A dataset card: YAML metadata the Hub understands, then free Markdown sections."""
+                license: str = "other", tags: list[str] | None = None, splits: tuple[str, ...] = ("train",)) -> str:
+    """A dataset card: YAML metadata the Hub understands, then free Markdown sections.
+
+    `splits` name the shard prefixes under data/ (`data/<split>-*.parquet`)."""
     meta = {
         "license": license,
         "size_categories": [size_category(n_rows)],
         "task_categories": ["text-generation"],
         "tags": ["phi-textbooks", *(tags or [])],
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
+        "configs": [{"config_name": "default", "data_files": [{"split": split, "path": f"data/{split}-*.parquet"}
+                                                               for split in splits]}],
         "pretty_name": name,
     }
     body = [f"# {name}", "", description, "", f"Rows: {n_rows:,}. Columns: {', '.join(f'`{c}`' for c in columns)}.", ""]
@@ -64,11 +70,13 @@ def render_card(name: str, description: str, n_rows: int, columns: list[str], se
 def write_dataset(records: list[Record], out_dir: str | os.PathLike, *, name: str, description: str,
                   build_info: dict[str, Any], sections: dict[str, str] | None = None,
                   removed: list[Record] | None = None, shard_rows: int = 50_000, license: str = "other",
-                  tags: list[str] | None = None) -> Path:
+                  tags: list[str] | None = None, extra_files: dict[str, str | os.PathLike] | None = None) -> Path:
     """Write `records` as a Hub-layout dataset folder, atomically (a temp folder renamed at the end).
 
     `build_info` (seed, command, counts per stage, ...) goes to build_info.json and the card; records
     removed by the build go to `removed/` with their reasons. The same records give byte-identical shards.
+    `extra_files` (name in the folder -> file to copy: a fitted model, a plot the card shows) land before
+    the completion marker.
     """
     if not records:
         raise ValueError(f"refusing to write an empty dataset to {out_dir}: every record was removed or the input was empty")
@@ -78,6 +86,9 @@ def write_dataset(records: list[Record], out_dir: str | os.PathLike, *, name: st
     shards = _write_shards(records, tmp / "data", "train", shard_rows)
     if removed:
         _write_shards(removed, tmp / "removed", "removed", shard_rows)
+    for name_in_folder, src in (extra_files or {}).items():
+        (tmp / name_in_folder).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, tmp / name_in_folder)
     columns = list(records[0].keys())
     info = {"name": name, "rows": len(records), "removed_rows": len(removed or []), "columns": columns,
             "shards": shards, **build_info}

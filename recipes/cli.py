@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 # (group, command) -> module. group None = top-level command.
 COMMANDS: dict[tuple[str | None, str], str] = {
@@ -40,7 +41,10 @@ GROUPS = {"data": "build datasets (Hub layout)", "eval": "evaluate a model"}
 
 
 def _available(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    """Whether `package.module` exists, without importing the package (that would load torch)."""
+    package, _, name = module.partition(".")
+    spec = importlib.util.find_spec(package)
+    return spec is not None and any((Path(p) / f"{name}.py").is_file() for p in spec.submodule_search_locations or [])
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:

@@ -29,6 +29,8 @@ PHI2_TOKENIZER = Path(os.environ.get("PHI_DATA_DIR", REPO.parent / "shared" / "d
 # Role-tagged turns, then the assistant's turn: enough for the server to turn messages into a prompt.
 CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+# No generation marker after the last message: the scripted model reads the prompt's last word.
+SCRIPTED_CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'] }}{% if not loop.last %}\n{% endif %}{% endfor %}"
 
 
 def free_port() -> int:
@@ -51,6 +53,52 @@ def save_tiny_chat_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
                        pad_token_id=eos)
     torch.manual_seed(seed)
     model = PhiForCausalLM(config)
+    model.generation_config.pad_token_id = eos
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def save_scripted_chat_model(out_dir: str | os.PathLike, replies: dict[str, str]) -> Path:
+    """A tiny native-`phi` model whose greedy reply is scripted by the last word of the prompt.
+
+    `replies` maps a trigger word to the full reply. Each trigger and each reply is one added token; the
+    attention and MLP outputs are zeroed, so the next token depends on the current token only: the prompt's
+    last token (the chat template appends nothing after the last message) picks the reply token, the reply
+    token is followed by end-of-text, and any other last token gives end-of-text (an empty reply). A real
+    model served by the real server, with replies a test can predict.
+    """
+    import torch
+    from transformers import AutoTokenizer, PhiConfig, PhiForCausalLM
+
+    out = Path(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(PHI2_TOKENIZER)
+    tokenizer.add_tokens(list(replies) + list(dict.fromkeys(replies.values())))
+    tokenizer.chat_template = SCRIPTED_CHAT_TEMPLATE
+    eos = tokenizer.eos_token_id
+    slots = len(replies) + len(set(replies.values()))  # one embedding dimension per transition
+    # A multiple of 16, so the (half-)rotary dimension of the single head stays even.
+    config = PhiConfig(vocab_size=len(tokenizer), hidden_size=16 * -(-slots // 16), intermediate_size=16,
+                       num_hidden_layers=1, num_attention_heads=1, max_position_embeddings=4096, bos_token_id=eos,
+                       eos_token_id=eos, pad_token_id=eos)
+    model = PhiForCausalLM(config)
+    reply_ids = {r: tokenizer.convert_tokens_to_ids(r) for r in replies.values()}
+    with torch.no_grad():
+        for layer in model.model.layers:  # the blocks add nothing: logits = lm_head(ln(embedding))
+            for p in (layer.self_attn.dense.weight, layer.self_attn.dense.bias, layer.mlp.fc2.weight, layer.mlp.fc2.bias):
+                p.zero_()
+        model.model.embed_tokens.weight.zero_()
+        model.model.final_layernorm.bias.zero_()
+        model.model.final_layernorm.weight.fill_(1.0)
+        model.lm_head.weight.zero_()
+        model.lm_head.bias.zero_()
+        model.lm_head.bias[eos] = 1.0  # default next token: end of text
+        transitions = [(tokenizer.convert_tokens_to_ids(t), reply_ids[r]) for t, r in replies.items()]
+        transitions += [(rid, eos) for rid in reply_ids.values()]
+        for slot, (current, following) in enumerate(transitions):
+            model.model.embed_tokens.weight[current, slot] = 1.0
+            model.lm_head.weight[following, slot] = 10.0
+    model.generation_config.do_sample = False
     model.generation_config.pad_token_id = eos
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

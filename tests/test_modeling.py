@@ -275,3 +275,34 @@ def test_remote_code_without_package(pair, tmp_path):
     """)
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "OK PhiForCausalLM" in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_flex_attention_matches_sdpa(pair):
+    """flex_attention compiles its kernel on first use (tens of seconds on CPU), hence slow."""
+    ours, _ = pair
+    ids = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(7))
+    try:
+        with torch.no_grad():
+            ours.set_attn_implementation("sdpa")
+            expected = ours(ids).logits
+            ours.set_attn_implementation("flex_attention")
+            got = ours(ids).logits
+    finally:
+        ours.set_attn_implementation("sdpa")
+    assert (got - expected).abs().max().item() <= TOL
+
+
+def test_cli_help_and_demo(tmp_path):
+    from tests.conftest import PHI2_TOKENIZER
+
+    run = lambda *a: subprocess.run([sys.executable, "-m", "recipes.cli", *a], capture_output=True, text=True,  # noqa: E731
+                                    timeout=300)
+    top = run("--help")
+    assert top.returncode == 0 and "reproduce" in top.stdout and "eval" in top.stdout
+    demo = run("demo", "--output", str(tmp_path / "demo"), "--tokenizer", str(PHI2_TOKENIZER), "--max_new_tokens", "4")
+    assert demo.returncode == 0, demo.stderr[-1000:]
+    assert "tiny: " in demo.stdout and "M parameters" in demo.stdout
+    assert (tmp_path / "demo" / "modeling_phi.py").is_file()
+    bad = run("demo", "--preset", "phi-7", "--output", str(tmp_path / "bad"), "--tokenizer", str(PHI2_TOKENIZER))
+    assert bad.returncode != 0 and "unknown model preset 'phi-7'" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,850 @@
+"""Evaluate a causal LM on commonsense / knowledge multiple choice, with lm-evaluation-harness's numbers.
+
+The phi-1.5 report (arXiv:2309.05463, table 3) scores WinoGrande, ARC-Easy, ARC-Challenge, BoolQ, SIQA,
+PIQA, HellaSwag, OpenBookQA (0-shot) and MMLU (2-shot) with LM-Eval conventions; this command gives the
+same numbers lm-evaluation-harness (`lm_eval --model hf`) gives for the same model and data, faster.
+
+Tasks are data: evaluation/tasks/<task>.yaml (data source, split, prompt template, choices, gold, metrics,
+few-shot source), lm-eval's task YAMLs under another schema. Protocol: each choice is scored by the summed
+log-likelihood of its continuation (tokenised as lm-eval does); `acc` = argmax, `acc_norm` = argmax of the
+sum divided by the choice's length in characters; WinoGrande scores the shared suffix after each option
+(partial scoring); MMLU takes the first k dev questions of the subject as shots, in order. Standard errors
+are lm-eval's: sample standard deviation / sqrt(n), pooled over subjects for MMLU.
+
+Speed: the contexts of a document are computed once, with their KV cache shared by all of its choices,
+and only the scored positions go through the LM head; identical continuation rows run once.
+
+Data: local files under --data_dir (default $PHI_DATA_DIR or <repo>/../shared/data, the layouts described
+in each folder's SOURCE.md), else the task's Hub id when online. Writes results.json (every metric, its
+standard error, the protocol, versions and timings), results.md and samples/<task>.jsonl to --output.
+
+Example:
+    phi eval commonsense --model microsoft/phi-1_5 --output runs/eval/phi-1_5
+    phi eval commonsense --model runs/tiny/final --tasks piqa,arc_easy,mmlu --limit 50 --output runs/eval/tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import datetime
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from evaluation.task_functions import PROCESS_DOC
+
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+REPORT_TASKS = ["piqa", "hellaswag", "arc_easy", "arc_challenge", "winogrande", "boolq", "openbookqa", "siqa", "mmlu"]
+METRICS = ("acc", "acc_norm")
+Record = dict[str, Any]
+Request = tuple[list[int], list[int]]  # (context tokens, continuation tokens)
+MIN_COMMON_PREFIX = 16  # shorter prefixes shared by a whole batch ("Question:") are not worth a pass
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("PHI_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Task definitions
+
+
+@dataclass
+class Task:
+    """One task definition (tasks/<name>.yaml with `include:` merged), for one subject where it has several."""
+
+    name: str
+    title: str
+    version: float
+    split: str
+    data: dict[str, Any]
+    doc_to_choice: str
+    doc_to_target: str
+    doc_to_text: str = ""
+    doc_to_continuation: str | None = None  # scoring: partial only
+    scoring: str = "continuation"  # or "partial": the choice goes into the context, the continuation is shared
+    process_doc: str | None = None
+    description: str = ""
+    fewshot: dict[str, Any] | None = None
+    num_fewshot: int = 0
+    target_delimiter: str = " "
+    fewshot_delimiter: str = "\n\n"
+    metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    group: str | None = None
+    variables: dict[str, str] = field(default_factory=dict)
+
+
+def known_tasks() -> list[str]:
+    return sorted(p.stem for p in TASKS_DIR.glob("*.yaml"))
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_definition(name: str) -> dict[str, Any]:
+    path = TASKS_DIR / f"{name}.yaml"
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if "include" in spec:
+        spec = _merge(_read_definition(Path(spec.pop("include")).stem), spec)
+    return spec
+
+
+def load_tasks(name: str) -> list[Task]:
+    """The task(s) behind a name: `piqa`, `mmlu` (one Task per subject), or `mmlu_<subject>`."""
+    known = known_tasks()
+    base, subject = name, None
+    if name not in known:
+        base = next((k for k in known if name.startswith(k + "_")), None)
+        subject = name[len(base) + 1:] if base else None
+    if base is None:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(known)} (and mmlu_<subject>)")
+    spec = _read_definition(base)
+    spec.pop("task", None)
+    subtasks = spec.pop("subtasks", None)
+    spec.pop("aggregate", None)
+    if subtasks is None:
+        if subject is not None:
+            raise ValueError(f"unknown task {name!r}; {base} has no subtasks; known tasks: {', '.join(known)}")
+        return [Task(name=base, **spec)]
+    values = subtasks["values"]
+    if subject is not None and subject not in values:
+        raise ValueError(f"unknown task {name!r}; {base} subtasks: {', '.join(values)}")
+    return [Task(name=f"{base}_{v}", group=base, variables={subtasks["field"]: v}, **spec)
+            for v in values if subject in (None, v)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Templates: text fields are Jinja templates, choice / target / field mappings are Jinja expressions that
+# return Python values (lm-eval renders `{{[a, b]}}` to text and parses it back; the values are the same).
+
+
+def _jinja():
+    from jinja2 import Environment, StrictUndefined
+
+    # keep_trailing_newline as lm-eval: a template ending in "\n" keeps it.
+    return Environment(undefined=StrictUndefined, keep_trailing_newline=True)
+
+
+class Templates:
+    """A task's compiled templates; every call names the task and the record's file:line when it fails."""
+
+    def __init__(self, task: Task):
+        env = _jinja()
+        self.task = task
+        self.text = env.from_string(task.doc_to_text)
+        self.description = env.from_string(task.description)
+        self.choice = env.compile_expression(task.doc_to_choice, undefined_to_none=False)
+        self.target = env.compile_expression(task.doc_to_target, undefined_to_none=False)
+        self.continuation = (env.compile_expression(task.doc_to_continuation, undefined_to_none=False)
+                             if task.doc_to_continuation else None)
+
+    def _call(self, what: str, fn, doc: Record, where: str):
+        from jinja2 import Undefined
+
+        try:
+            value = fn.render(**doc) if hasattr(fn, "render") else fn(**doc)
+        except Exception as err:  # any template error is a data / definition error at this record
+            raise ValueError(f"{where}: task {self.task.name}: {what} failed on this record: {err}") from None
+        if isinstance(value, Undefined):
+            raise ValueError(f"{where}: task {self.task.name}: {what} is undefined for this record")
+        return value
+
+    def choices(self, doc: Record, where: str) -> list[str]:
+        choices = self._call("doc_to_choice", self.choice, doc, where)
+        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+            raise ValueError(f"{where}: task {self.task.name}: doc_to_choice must give a list of strings")
+        return choices
+
+    def gold(self, doc: Record, where: str, n_choices: int) -> int:
+        gold = self._call("doc_to_target", self.target, doc, where)
+        if not isinstance(gold, int) or not 0 <= gold < n_choices:
+            raise ValueError(f"{where}: task {self.task.name}: gold {gold!r} is not a choice index 0..{n_choices - 1}")
+        return gold
+
+    def render(self, doc: Record, where: str) -> str:
+        return self._call("doc_to_text", self.text, doc, where)
+
+    def suffix(self, doc: Record, where: str) -> str:
+        return self._call("doc_to_continuation", self.continuation, doc, where)
+
+    def shot(self, doc: Record, where: str) -> str:
+        """A solved example: question, delimiter, gold answer, few-shot delimiter (lm-eval's layout)."""
+        choices = self.choices(doc, where)
+        gold = choices[self.gold(doc, where, len(choices))]
+        if self.task.scoring == "partial":
+            question, answer = gold, self.suffix(doc, where)
+        else:
+            question, answer = self.render(doc, where), gold
+        return question + self.task.target_delimiter + answer + self.task.fewshot_delimiter
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data: local files in their published layouts (JSONL or header-less CSV, labels in a line-aligned file),
+# or the Hub. Each record keeps where it came from ("file:line"), for error messages and samples.
+
+
+def _read_jsonl(path: Path) -> list[tuple[Record, str]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: malformed JSON line ({err.msg}); fix or restore the file") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object per line, got {type(record).__name__}")
+        records.append((record, f"{path}:{number}"))
+    return records
+
+
+def _read_csv(path: Path, columns: list[str]) -> list[tuple[Record, str]]:
+    records = []
+    # newline="" keeps embedded newlines and the CRLF / LF mix of the MMLU release as they are.
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        for row in reader:
+            if len(row) != len(columns):
+                raise ValueError(f"{path}:{reader.line_num}: expected {len(columns)} fields "
+                                 f"({', '.join(columns)}), got {len(row)}")
+            records.append((dict(zip(columns, row)), f"{path}:{reader.line_num}"))
+    return records
+
+
+def _attach_labels(records: list[tuple[Record, str]], data_path: Path, labels_path: Path, name: str) -> None:
+    if not labels_path.is_file():
+        raise FileNotFoundError(f"{labels_path}: label file for {data_path} not found")
+    labels = labels_path.read_text(encoding="utf-8").splitlines()
+    while labels and not labels[-1].strip():
+        labels.pop()
+    if len(labels) != len(records):
+        raise ValueError(f"{labels_path}: {len(labels)} labels but {data_path} has {len(records)} records; "
+                         "the files must be line-aligned")
+    for (record, _), label in zip(records, labels):
+        record[name] = label.strip()
+
+
+def _hub_offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def _hub_label(hub: dict[str, Any], variables: dict[str, str]) -> str:
+    name = hub["name"].format(**variables) if hub.get("name") else None
+    return f"{hub['path']}{'/' + name if name else ''}[{hub.get('split', 'validation')}]"
+
+
+def _read_hub(hub: dict[str, Any], variables: dict[str, str]) -> list[tuple[Record, str]]:
+    import datasets
+
+    name = hub["name"].format(**variables) if hub.get("name") else None
+    dataset = datasets.load_dataset(hub["path"], name, split=hub.get("split", "validation"))
+    label = _hub_label(hub, variables)
+    return [(dict(record), f"{label}#{i}") for i, record in enumerate(dataset)]
+
+
+def load_records(source: dict[str, Any], task: Task, data_dir: Path) -> tuple[list[tuple[Record, str]], str]:
+    """Records of one source block ({local: ..., hub: ...}) with fields mapped; returns them and their origin.
+
+    The local files win; the Hub id is the fallback when they are missing (and the Hub is reachable)."""
+    local, hub = source.get("local"), source.get("hub")
+    path = data_dir / local["path"].format(**task.variables) if local else None
+    if path is not None and path.is_file():
+        records = _read_csv(path, local["columns"]) if path.suffix == ".csv" else _read_jsonl(path)
+        if "labels" in local:
+            labels = local["labels"]
+            _attach_labels(records, path, data_dir / labels["path"].format(**task.variables), labels["field"])
+        return _map_records(records, local.get("fields", {}), task), str(path)
+    missing = f"task {task.name}: data not found: tried {path}" if path else f"task {task.name}: no local files"
+    if hub is None:
+        raise FileNotFoundError(f"{missing}; the task has no Hub id; put the files under --data_dir")
+    hub_id = _hub_label(hub, task.variables)
+    if _hub_offline():
+        raise FileNotFoundError(f"{missing}; Hub id {hub_id} not tried: offline (HF_HUB_OFFLINE=1); put the "
+                                "files under --data_dir (see the folder's SOURCE.md) or go online")
+    try:
+        records = _read_hub(hub, task.variables)
+    except Exception as err:  # datasets raises many types for "not reachable / not found"
+        raise FileNotFoundError(f"{missing} and Hub id {hub_id}: {err}") from None
+    return _map_records(records, hub.get("fields", {}), task), hub_id
+
+
+def _map_records(records: list[tuple[Record, str]], fields: dict[str, str], task: Task) -> list[tuple[Record, str]]:
+    env = _jinja()
+    expressions = {k: env.compile_expression(v, undefined_to_none=False) for k, v in fields.items()}
+    process = PROCESS_DOC[task.process_doc] if task.process_doc else None
+    out = []
+    for record, where in records:
+        record = {**record, **task.variables}
+        try:
+            # Every field reads the raw record, so the mapping's order does not matter.
+            record = {**record, **{k: fn(**record) for k, fn in expressions.items()}}
+            record = process(record) if process else record
+        except Exception as err:
+            raise ValueError(f"{where}: task {task.name}: could not map the record's fields: {err}") from None
+        out.append((record, where))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Prompts: contexts and continuations exactly as lm-eval builds them (description, shots, question; the
+# target delimiter starts the continuation).
+
+
+@dataclass
+class Doc:
+    where: str
+    contexts: list[str]
+    continuations: list[str]
+    choices: list[str]
+    gold: int
+
+
+def build_docs(task: Task, records: list[tuple[Record, str]], shots: list[tuple[Record, str]],
+               num_fewshot: int) -> list[Doc]:
+    t = Templates(task)
+    examples = "".join(t.shot(r, w) for r, w in shots[:num_fewshot])
+    docs = []
+    for record, where in records:
+        prefix = t.description.render(**record) + examples
+        choices = t.choices(record, where)
+        gold = t.gold(record, where, len(choices))
+        if task.scoring == "partial":
+            suffix = task.target_delimiter + t.suffix(record, where)
+            contexts, continuations = [prefix + c for c in choices], [suffix] * len(choices)
+        else:
+            context = prefix + t.render(record, where)
+            contexts, continuations = [context] * len(choices), [task.target_delimiter + c for c in choices]
+        docs.append(Doc(where, contexts, continuations, choices, gold))
+    return docs
+
+
+def encode_pair(tokenizer, context: str, continuation: str) -> Request:
+    """lm-eval's tokenisation: trailing context whitespace moves to the continuation, the pair is encoded
+    whole and the context's own encoding is cut off, so merges across the boundary match the whole text."""
+    if not context:
+        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        return [prefix], tokenizer.encode(continuation, add_special_tokens=False)
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    # tokenizer defaults for special tokens, as lm-eval's HFLM with add_bos_token unset
+    whole = tokenizer.encode(context + continuation)
+    context_ids = tokenizer.encode(context)
+    return context_ids, whole[len(context_ids):]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scoring
+
+
+def resolve_max_length(config: Any, tokenizer: Any, default: int = 2048) -> int:
+    """The context length lm-eval uses: the config's position limit, else the tokenizer's, else 2048."""
+    cfg = getattr(config, "text_config", None) or config
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        if getattr(cfg, attr, None) is not None:
+            return int(getattr(cfg, attr))
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if limit is not None and limit < 10**30 else default
+
+
+class LoglikelihoodScorer:
+    """Summed log-likelihood (and greedy match) of continuations, one group of requests per document.
+
+    The requests of a group share a token prefix (their context, or the part of WinoGrande's sentence before
+    the blank): it runs once, left-padded in a batch of groups, and its KV cache is copied to each of the
+    group's rows, which then run only their own tokens. The LM head runs only on the scored positions when
+    the model is a base model plus an output projection (checked once on a probe, not assumed). Sequences
+    longer than the model's window fall back to lm-eval's layout (one row each, truncated from the left).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 32, max_length: int | None = None):
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.batch_size = max(1, batch_size)
+        self.max_length = max_length or resolve_max_length(model.config, tokenizer)
+        self.body, self.head = _split_head(model, self.device)
+
+    def score(self, groups: Sequence[Sequence[Request]]) -> list[list[tuple[float, bool]]]:
+        import torch
+
+        results: list[list[Any]] = [[None] * len(g) for g in groups]
+        plans = [self._shared_prefix(g) for g in groups]
+        shared = sorted((i for i, p in enumerate(plans) if p > 0),
+                        key=lambda i: (-plans[i], -max(len(c) + len(t) for c, t in groups[i])))
+        flat = sorted(((i, j) for i, p in enumerate(plans) if p == 0 for j in range(len(groups[i]))),
+                      key=lambda ij: -sum(map(len, groups[ij[0]][ij[1]])))
+        # Counted for the run's record: how many documents took the shared-prefix path.
+        self.last_counts = {"shared_prefix_docs": len(shared), "unshared_docs": len(groups) - len(shared)}
+        with torch.inference_mode():
+            for batch in self._batches(shared, groups, plans):
+                self._score_shared(batch, groups, plans, results)
+            for start in range(0, len(flat), self.batch_size):
+                self._score_flat(flat[start:start + self.batch_size], groups, results)
+        return results
+
+    def _shared_prefix(self, group: Sequence[Request]) -> int:
+        """Tokens the group's inputs share, stopping before the first scored position (0 = no sharing)."""
+        inputs = [ctx + cont for ctx, cont in group]
+        if any(len(seq) > self.max_length + 1 for seq in inputs):
+            return 0
+        shortest = min(len(seq) for seq in inputs) - 1
+        common = 0
+        while common < shortest and all(seq[common] == inputs[0][common] for seq in inputs):
+            common += 1
+        return max(0, min(common, min(len(ctx) for ctx, _ in group) - 1))
+
+    def _batches(self, order: list[int], groups, plans):
+        batch, rows = [], 0
+        for i in order:
+            n = len({tuple((ctx + cont)[plans[i]:-1]) for ctx, cont in groups[i]})
+            if batch and rows + n > self.batch_size:
+                yield batch
+                batch, rows = [], 0
+            batch.append(i)
+            rows += n
+        if batch:
+            yield batch
+
+    def _forward(self, **inputs):
+        """Hidden states (body only) when the head is split off, else the full logits; and the cache."""
+        if self.body is not None:
+            out = self.body(**inputs)
+            return out.last_hidden_state, out.past_key_values
+        out = self.model(**inputs)
+        return out.logits, out.past_key_values
+
+    def _score_shared(self, batch: list[int], groups, plans, results) -> None:
+        import torch
+
+        cache, common = self._common_prefix(batch, groups, plans)
+        # The rest of each group's prefix, left-padded behind the common part.
+        width = max(plans[i] for i in batch) - common
+        prefix = torch.zeros(len(batch), width, dtype=torch.long)
+        prefix_mask = torch.zeros(len(batch), common + width, dtype=torch.long)
+        prefix_mask[:, :common] = 1
+        for b, i in enumerate(batch):
+            ctx, cont = groups[i][0]
+            p = plans[i]
+            prefix[b, width - (p - common):] = torch.tensor((ctx + cont)[common:p], dtype=torch.long)
+            prefix_mask[b, common + width - (p - common):] = 1
+        if width:
+            positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)[:, common:]
+            _, cache = self._forward(input_ids=prefix.to(self.device), attention_mask=prefix_mask.to(self.device),
+                                     position_ids=positions.to(self.device), past_key_values=cache, use_cache=True)
+        # One row per distinct suffix of each group (MMLU's and BoolQ's one-token answers share one row).
+        rows: dict[tuple[int, tuple[int, ...]], int] = {}
+        row_of, owner = {}, []
+        for b, i in enumerate(batch):
+            for j, (ctx, cont) in enumerate(groups[i]):
+                key = (b, tuple((ctx + cont)[plans[i]:-1]))
+                if key not in rows:
+                    rows[key] = len(rows)
+                    owner.append(b)
+                row_of[(i, j)] = rows[key]
+        cache = _select_rows(cache, torch.tensor(owner, device=self.device))
+        length = max(len(k[1]) for k in rows)
+        suffix = torch.zeros(len(rows), length, dtype=torch.long)
+        suffix_mask = torch.zeros(len(rows), length, dtype=torch.long)
+        for (_, tokens), r in rows.items():
+            suffix[r, :len(tokens)] = torch.tensor(tokens)
+            suffix_mask[r, :len(tokens)] = 1
+        starts = torch.tensor([plans[batch[b]] for b in owner])
+        out, _ = self._forward(input_ids=suffix.to(self.device),
+                               attention_mask=torch.cat([prefix_mask[owner], suffix_mask], 1).to(self.device),
+                               position_ids=(starts[:, None] + torch.arange(length)).to(self.device),
+                               past_key_values=cache, use_cache=True)
+        # Continuation token k of request (i, j) is predicted at suffix position len(ctx) - 1 - p + k.
+        picks = [(i, j, row_of[(i, j)], len(ctx) - 1 - plans[i], cont)
+                 for i in batch for j, (ctx, cont) in enumerate(groups[i])]
+        self._gather(out, picks, results)
+
+    def _common_prefix(self, batch: list[int], groups, plans) -> tuple[Any, int]:
+        """Run the tokens all groups of the batch share (MMLU's description and shots) once; (cache, length)."""
+        import torch
+
+        if len(batch) < 2:
+            return None, 0
+        first = [groups[i][0][0] + groups[i][0][1] for i in batch]
+        limit, common = min(plans[i] for i in batch), 0
+        while common < limit and all(seq[common] == first[0][common] for seq in first):
+            common += 1
+        if common < MIN_COMMON_PREFIX:
+            return None, 0
+        _, cache = self._forward(input_ids=torch.tensor([first[0][:common]], device=self.device), use_cache=True)
+        return _select_rows(cache, torch.zeros(len(batch), dtype=torch.long, device=self.device)), common
+
+    def _score_flat(self, items: list[tuple[int, int]], groups, results) -> None:
+        import torch
+
+        # lm-eval's layout: context + continuation minus the last token, left-truncated to the window;
+        # identical inputs (one-token answers to one context) run once.
+        rows: dict[tuple[int, ...], int] = {}
+        picks = []
+        for i, j in items:
+            ctx, cont = groups[i][j]
+            tokens = tuple((ctx + cont)[-(self.max_length + 1):][:-1])
+            r = rows.setdefault(tokens, len(rows))
+            picks.append((i, j, r, len(tokens) - len(cont), cont))
+        width = max(len(x) for x in rows)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for x, r in rows.items():
+            ids[r, :len(x)] = torch.tensor(x)
+            mask[r, :len(x)] = 1
+        out, _ = self._forward(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False)
+        self._gather(out, picks, results)
+
+    def _gather(self, out, picks, results) -> None:
+        import torch
+
+        rows, positions, targets, owners = [], [], [], []
+        for n, (_, _, row, start, cont) in enumerate(picks):
+            rows += [row] * len(cont)
+            positions += range(start, start + len(cont))
+            targets += cont
+            owners += [n] * len(cont)
+        dev = out.device
+        # Each scored position once (one-token answers to one context all read the same position).
+        where, inverse = torch.unique(torch.tensor(rows) * out.shape[1] + torch.tensor(positions), return_inverse=True)
+        picked = out[(where // out.shape[1]).to(dev), (where % out.shape[1]).to(dev)]
+        logits = self.head(picked) if self.body is not None else picked
+        # log_softmax in fp32, over the model's whole output vocabulary, as lm-eval.
+        scored, inverse = torch.log_softmax(logits.float(), -1), inverse.to(dev)
+        target_t = torch.tensor(targets, device=dev)
+        token_ll = scored[inverse, target_t].double().cpu()
+        greedy = (scored.argmax(-1)[inverse] == target_t).cpu()
+        owner_t = torch.tensor(owners)
+        sums = torch.zeros(len(picks), dtype=torch.float64).index_add_(0, owner_t, token_ll)
+        misses = torch.zeros(len(picks), dtype=torch.long).index_add_(0, owner_t, (~greedy).long())
+        for n, (i, j, *_rest) in enumerate(picks):
+            results[i][j] = (float(sums[n]), bool(misses[n] == 0))
+
+
+def _split_head(model: Any, device: Any) -> tuple[Any, Any]:
+    """(body, head) if logits == head(body(x).last_hidden_state) on a probe, else (None, None).
+
+    Most causal LMs are a base model plus an output projection; some scale or cap their logits on top,
+    so the split is checked, not assumed.
+    """
+    import torch
+
+    body, head = getattr(model, "base_model", None), model.get_output_embeddings()
+    if body is None or body is model or head is None:
+        return None, None
+    probe = torch.arange(1, 9, device=device)[None] % model.config.vocab_size
+    with torch.inference_mode():
+        try:
+            full = model(input_ids=probe, use_cache=False).logits
+            split = head(body(input_ids=probe, use_cache=False).last_hidden_state)
+        except Exception:  # a body that does not take these inputs: use the whole model
+            return None, None
+    same = full.shape == split.shape and torch.allclose(full.float(), split.float(), atol=1e-5, rtol=1e-4)
+    return (body, head) if same else (None, None)
+
+
+def _select_rows(cache: Any, rows: Any) -> Any:
+    """The cache with its batch rows picked (and repeated) by `rows`."""
+    if hasattr(cache, "batch_select_indices"):
+        cache.batch_select_indices(rows)
+        return cache
+    return tuple(tuple(t[rows] for t in layer) for layer in cache)  # legacy tuple caches
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Metrics, as lm-eval aggregates them
+
+
+def mean_stderr(values: Sequence[float]) -> float | None:
+    """lm-eval's `mean_stderr`: sample standard deviation (n - 1) / sqrt(n); None below two samples."""
+    n = len(values)
+    if n < 2:
+        return None
+    mu = sum(values) / n
+    return math.sqrt(sum((x - mu) ** 2 for x in values) / (n - 1)) / math.sqrt(n)
+
+
+def pooled_stderr(stderrs: Sequence[float], sizes: Sequence[int]) -> float:
+    """lm-eval's `pooled_sample_stderr`, for a group mean weighted by subtask size."""
+    variance = sum((n - 1) * s**2 * n for n, s in zip(sizes, stderrs)) / (sum(sizes) - len(sizes))
+    return math.sqrt(variance / sum(sizes))
+
+
+def doc_metrics(doc: Doc, scores: list[tuple[float, bool]]) -> dict[str, Any]:
+    lls = np.array([ll for ll, _ in scores])
+    lengths = np.array([float(len(c)) for c in doc.choices])
+    pred, pred_norm = int(np.argmax(lls)), int(np.argmax(lls / lengths))
+    return {"where": doc.where, "gold": doc.gold, "pred": pred, "pred_norm": pred_norm, "lls": lls.tolist(),
+            "greedy": [g for _, g in scores], "acc": float(pred == doc.gold), "acc_norm": float(pred_norm == doc.gold)}
+
+
+def summarize(samples: list[dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": len(samples)}
+    for m in metrics:
+        values = [s[m] for s in samples]
+        out[m] = sum(values) / len(values) if values else None
+        out[f"{m}_stderr"] = mean_stderr(values)
+    return out
+
+
+def aggregate(subtasks: dict[str, dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
+    """A group's score: subtask means weighted by size, standard errors pooled (lm-eval's mmlu group)."""
+    parts = [r for r in subtasks.values() if r["n"]]
+    sizes = [r["n"] for r in parts]
+    out: dict[str, Any] = {"n": sum(sizes)}
+    for m in metrics:
+        out[m] = sum(r[m] * r["n"] for r in parts) / sum(sizes) if parts else None
+        stderrs = [r[f"{m}_stderr"] for r in parts]
+        out[f"{m}_stderr"] = pooled_stderr(stderrs, sizes) if parts and None not in stderrs else None
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The evaluation run
+
+
+def _parse_fewshot(num_fewshot: int | str | dict[str, int] | None) -> dict[str, int] | int | None:
+    if num_fewshot is None or isinstance(num_fewshot, (int, dict)):
+        return num_fewshot
+    if num_fewshot.strip().isdigit():
+        return int(num_fewshot)
+    out = {}
+    for part in num_fewshot.split(","):
+        task, _, k = part.partition("=")
+        if not k.strip().isdigit():
+            raise ValueError(f"--num_fewshot {num_fewshot!r}: expected N or task=N[,task=N...]")
+        out[task.strip()] = int(k)
+    return out
+
+
+def _shots_for(task: Task, requested: int | dict[str, int] | None) -> int:
+    if isinstance(requested, dict):
+        return requested.get(task.name, requested.get(task.group or task.name, task.num_fewshot))
+    return task.num_fewshot if requested is None else requested
+
+
+def load_model(model: str, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False):
+    """Any AutoModelForCausalLM (local path or Hub id) and its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import modeling_phi  # noqa: F401  (registers our model type with the Auto classes)
+
+    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise FileNotFoundError(f"--model {model}: could not load it as a causal LM: {err}") from None
+    return lm.to(device), tokenizer
+
+
+def evaluate_multiple_choice(model_or_path: Any, tokenizer: Any = None, tasks: Sequence[str] | str = REPORT_TASKS,
+                             out_dir: str | os.PathLike | None = None, limit: int | None = None,
+                             num_fewshot: int | str | dict[str, int] | None = None, batch_size: int = 32,
+                             data_dir: str | os.PathLike | None = None, dtype: str = "auto",
+                             device: str | None = None, seed: int = 0, trust_remote_code: bool = False,
+                             skip_missing: bool = False) -> dict:
+    """Score `tasks` (names of evaluation/tasks/*.yaml, or mmlu_<subject>) and return results.json's content.
+
+    `model_or_path` is a loaded causal LM (then pass its `tokenizer`) or a path / Hub id. `limit` = the
+    first N documents of each task (of each subject for MMLU), as lm-eval's --limit. `num_fewshot` = N for
+    every task, {task: N}, or None for each task's default. Writes results.json, results.md and
+    samples/<task>.jsonl into `out_dir` when given. `skip_missing`: a task whose data cannot be found is
+    listed under `skipped` with the reason instead of failing the run.
+    """
+    started = time.perf_counter()
+    names = [t.strip() for t in tasks.split(",")] if isinstance(tasks, str) else list(tasks)
+    definitions = {name: load_tasks(name) for name in names}  # unknown names fail before anything loads
+    import torch
+
+    torch.manual_seed(seed)
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    requested_shots = _parse_fewshot(num_fewshot)
+    if isinstance(model_or_path, (str, os.PathLike)):
+        model, loaded_tokenizer = load_model(str(model_or_path), dtype, device, trust_remote_code)
+        tokenizer = tokenizer or loaded_tokenizer
+        model_name = str(model_or_path)
+    else:
+        model, model_name = model_or_path, getattr(model_or_path, "name_or_path", type(model_or_path).__name__)
+        if tokenizer is None:
+            raise ValueError("evaluate_multiple_choice: pass the tokenizer with an already-loaded model")
+    load_s = time.perf_counter() - started
+    # All data and prompts first: a missing file or a bad record fails before any scoring is spent.
+    prepared, skipped = {}, {}
+    for name, task_list in list(definitions.items()):
+        try:
+            for task in task_list:
+                prepared[task.name] = _prepare_task(task, tokenizer, data_dir, limit, _shots_for(task, requested_shots))
+        except FileNotFoundError as err:
+            if not skip_missing:
+                raise
+            skipped[name] = str(err)
+            del definitions[name]
+    scorer = LoglikelihoodScorer(model, tokenizer, batch_size=batch_size)
+
+    results, timings, samples = {}, {}, {}
+    for name, task_list in definitions.items():
+        sub_results = {}
+        for task in task_list:
+            sub_results[task.name], samples[task.name], timings[task.name] = _score_task(task, scorer,
+                                                                                          prepared[task.name])
+        if task_list[0].group and len(task_list) > 1:
+            first = sub_results[task_list[0].name]
+            results[name] = {**aggregate(sub_results, task_list[0].metrics), **_protocol_of(task_list[0], group=True),
+                             "num_fewshot": first["num_fewshot"], "source": first["source"],
+                             "subtasks": sub_results}
+        else:
+            results[name] = next(iter(sub_results.values()))
+
+    report = {
+        "model": model_name,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "results": results,
+        "skipped": skipped,
+        "protocol": {"limit": limit, "batch_size": batch_size, "dtype": str(next(model.parameters()).dtype),
+                     "device": str(scorer.device), "seed": seed, "max_length": scorer.max_length,
+                     "data_dir": str(data_dir),
+                     "scoring": "summed continuation log-likelihood (lm-evaluation-harness tokenisation); "
+                                "acc_norm divides it by the choice's length in characters; stderr = sample "
+                                "std / sqrt(n), pooled over subtasks",
+                     "versions": _versions()},
+        "timings": {"load_model_s": round(load_s, 3), "tasks": timings,
+                    "total_s": round(time.perf_counter() - started, 3)},
+    }
+    if out_dir is not None:
+        write_results(report, samples, Path(out_dir))
+    return report
+
+
+def _protocol_of(task: Task, group: bool = False) -> dict[str, Any]:
+    hub = task.data.get("hub") or {}
+    # The Hub dataset the task stands for (its config "all" for a whole group), for model cards.
+    config = "all" if group else (hub["name"].format(**task.variables) if hub.get("name") else None)
+    return {"title": task.title, "split": task.split, "version": task.version, "metrics": task.metrics,
+            "dataset": {"hub_id": hub.get("path"), "config": config}}
+
+
+@dataclass
+class _Prepared:
+    docs: list[Doc]
+    groups: list[list[Request]]
+    shots: int
+    origin: str
+    seconds: float
+
+
+def _prepare_task(task: Task, tokenizer: Any, data_dir: Path, limit: int | None, shots: int) -> _Prepared:
+    t0 = time.perf_counter()
+    records, origin = load_records(task.data, task, data_dir)
+    records = records[:limit] if limit is not None else records
+    examples: list[tuple[Record, str]] = []
+    if shots > 0:
+        if not task.fewshot:
+            raise ValueError(f"task {task.name}: --num_fewshot {shots} but the task has no few-shot source "
+                             "(its YAML has no `fewshot:` block); use 0")
+        examples, _ = load_records(task.fewshot, task, data_dir)
+        if len(examples) < shots:
+            raise ValueError(f"task {task.name}: {shots} shots asked, the few-shot source has {len(examples)}")
+    docs = build_docs(task, records, examples, shots)
+    groups = [[encode_pair(tokenizer, c, k) for c, k in zip(d.contexts, d.continuations)] for d in docs]
+    return _Prepared(docs, groups, shots, origin, time.perf_counter() - t0)
+
+
+def _score_task(task: Task, scorer: LoglikelihoodScorer, prep: _Prepared) -> tuple[dict, list[dict], dict]:
+    t0 = time.perf_counter()
+    scores = scorer.score(prep.groups)
+    score_s = time.perf_counter() - t0
+    task_samples = [doc_metrics(d, s) for d, s in zip(prep.docs, scores)]
+    record = {**summarize(task_samples, task.metrics), **_protocol_of(task), "num_fewshot": prep.shots,
+              "source": prep.origin}
+    timing = {"prepare_s": round(prep.seconds, 3), "score_s": round(score_s, 3), "docs": len(prep.docs),
+              "requests": sum(len(g) for g in prep.groups), **scorer.last_counts}
+    return record, task_samples, timing
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for package in ("phi-textbooks", "torch", "transformers", "datasets"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    lines = [f"# Multiple-choice results: {report['model']}", "",
+             "| task | split | shots | n | acc | ± | acc_norm | ± |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def fmt(x: float | None) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    for name, r in report["results"].items():
+        lines.append(f"| {name} | {r['split']} | {r['num_fewshot']} | {r['n']} | {fmt(r.get('acc'))} | "
+                     f"{fmt(r.get('acc_stderr'))} | {fmt(r.get('acc_norm'))} | {fmt(r.get('acc_norm_stderr'))} |")
+    p = report["protocol"]
+    lines += [f"| {name} | skipped: {reason} | | | | | | |" for name, reason in report.get("skipped", {}).items()]
+    lines += ["", f"limit: {p['limit']}, dtype: {p['dtype']}, device: {p['device']}, "
+                  f"total {report['timings']['total_s']:.1f} s. {p['scoring']}.", ""]
+    return "\n".join(lines)
+
+
+def write_results(report: dict[str, Any], samples: dict[str, list[dict]], out_dir: Path) -> None:
+    (out_dir / "samples").mkdir(parents=True, exist_ok=True)
+    for name, rows in samples.items():
+        with open(out_dir / "samples" / f"{name}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+    (out_dir / "results.md").write_text(markdown_table(report), encoding="utf-8")
+    (out_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="local checkpoint folder or Hub id (any AutoModelForCausalLM)")
+    parser.add_argument("--tasks", default=",".join(REPORT_TASKS),
+                        help=f"comma-separated; known: {', '.join(known_tasks())}, mmlu_<subject> (default: all)")
+    parser.add_argument("--num_fewshot", default=None,
+                        help="N for every task, or task=N,...; default per task as the phi-1.5 report (mmlu 2, else 0)")
+    parser.add_argument("--limit", type=int, default=None, help="first N documents of each task (of each MMLU subject)")
+    parser.add_argument("--batch_size", type=int, default=32, help="rows per forward pass")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data_dir", default=None, help="benchmark files (default: $PHI_DATA_DIR or ../shared/data)")
+    parser.add_argument("--trust_remote_code", action="store_true", help="allow model code from the checkpoint")
+    parser.add_argument("--skip_missing", action="store_true",
+                        help="skip (and list in results.json) tasks whose data is not found, instead of failing")
+    parser.add_argument("--output", required=True, help="folder for results.json, results.md, samples/")
+
+
+def main(args: argparse.Namespace) -> None:
+    report = evaluate_multiple_choice(args.model, tasks=args.tasks, out_dir=args.output, limit=args.limit,
+                                      num_fewshot=args.num_fewshot, batch_size=args.batch_size,
+                                      data_dir=args.data_dir, dtype=args.dtype, device=args.device,
+                                      seed=args.seed, trust_remote_code=args.trust_remote_code,
+                                      skip_missing=args.skip_missing)
+    print(markdown_table(report))
+    print(f"wrote {Path(args.output) / 'results.json'}")

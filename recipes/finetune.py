@@ -1,0 +1,66 @@
+"""Finetune a pretrained phi on exercises (prompt -> completion, loss on the completion only), full or LoRA.
+
+phi-1's recipe (finetune-phi-1.yaml): batch 256, lr 1e-4, 50 warmup steps, weight decay 0.01, 6k steps, a
+checkpoint every 1k steps, the best by HumanEval kept. With `humaneval: true` every saved checkpoint is
+scored (greedy pass@1, `--eval_limit N` problems) through evaluation/code_eval.py, the best is recorded
+in best_checkpoint.json and becomes final/. With `lora: true` only LoRA adapters train (peft); the exported
+folders hold the merged model, loadable without peft. From Python:
+`recipes.finetune.run("recipes/configs/finetune-tiny.yaml", {"max_steps": 20})`.
+
+Examples:
+    accelerate launch recipes/finetune.py --config recipes/configs/finetune-tiny.yaml
+    python recipes/finetune.py --config recipes/configs/finetune-tiny.yaml --lora --humaneval --eval_limit 20
+    accelerate launch --config_file recipes/configs/accelerate/ddp.yaml \\
+        recipes/finetune.py --config recipes/configs/finetune-phi-1.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script (`accelerate launch recipes/finetune.py`) from a clone
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recipes.config import TrainConfig, load_config  # noqa: E402
+
+
+def humaneval_callback(limit: int | None = None, batch_size: int = 8):
+    """A checkpoint callback: greedy HumanEval pass@1 of the checkpoint folder (results written beside it)."""
+    try:
+        from evaluation import code_eval
+    except ImportError as err:
+        raise ValueError(f"humaneval: true needs evaluation/code_eval.py ({err}); set --humaneval false") from None
+
+    def score(checkpoint: Path, step: int) -> float:
+        result = code_eval.evaluate_humaneval(str(checkpoint), limit=limit, batch_size=batch_size,
+                                              output_dir=str(checkpoint / "humaneval"))
+        score = float(result["pass@1"])
+        (checkpoint / "humaneval.json").write_text(json.dumps({"step": step, "pass@1": score, "limit": limit}),
+                                                   encoding="utf-8")
+        return score
+
+    return score
+
+
+def run(config: str | os.PathLike | dict[str, Any] | TrainConfig | None = "recipes/configs/finetune-tiny.yaml",
+        overrides: list[str] | dict[str, Any] | None = None) -> dict[str, Any]:
+    """Finetune with `config` and `overrides`; returns the run's summary (final folder, metrics, best)."""
+    from recipes.training import train
+
+    cfg = load_config(config, overrides)
+    callback = humaneval_callback(cfg.eval_limit) if cfg.humaneval else None
+    return train(cfg, on_checkpoint=callback)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from recipes.pretrain import main as pretrain_main
+
+    pretrain_main(argv, runner=run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,327 @@
+"""Decontamination against HumanEval / MBPP: benchmark solutions planted in a clean corpus of standard-library
+functions (renamed identifiers, reformatted, comments and docstrings changed, independent statements reordered)
+must be caught by the AST detector, hand-written paraphrases of problem statements by the embedding detector,
+and the false-positive rate on the clean functions is reported and must stay low."""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import json
+import random
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+
+from datasets_builders.benchmark_index import load_benchmarks
+from datasets_builders.detectors import (
+    AstMatch,
+    EmbeddingSimilarity,
+    NgramOverlap,
+    ast_sequence,
+    extract_code,
+)
+from datasets_builders.sources import LocalPythonFiles
+
+REPO = Path(__file__).resolve().parents[1]
+# Written by hand for this test: same task, different words (and no code or examples).
+PARAPHRASES = {
+    "HumanEval/0": "Given a list of floats and a threshold value, decide whether there exist two different entries "
+                   "in the list whose distance from each other is smaller than the threshold.",
+    "HumanEval/12": "Given a list of strings, return the one with the greatest length. When several strings tie for "
+                    "the longest, return the earliest of them, and return None if the list has no elements.",
+    "HumanEval/100": "You are given a positive integer n and must build a stone pile with n levels. Level one holds n "
+                     "stones; each following level holds the next odd number of stones when n is odd, or the next "
+                     "even number when n is even. Return a list with the stone count of every level.",
+    "mbpp/11": "Create a Python function which deletes both the first and the last occurrence of a specified "
+               "character in a string.",
+    "mbpp/17": "Implement a function that returns the perimeter of a square.",
+    "mbpp/57": "Write a Python function that, given a list of digits, builds the biggest number that can be formed "
+               "from them.",
+    "mbpp/100": "Write a function that finds the smallest palindrome number that is strictly greater than a given "
+                "number.",
+    "mbpp/230": "Write a function that substitutes every blank space in a string with a given character.",
+}
+WORDS = ["alpha", "bravo", "carrot", "delta", "ember", "fjord", "gamma", "harbor", "iris", "juniper", "kayak", "lumen"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Corpus and contamination
+# ---------------------------------------------------------------------------------------------------------------
+
+def stdlib_functions(every: int = 6) -> list[dict]:
+    """One record per function of every `every`-th standard-library file (a deterministic subset)."""
+    records = []
+    for path in LocalPythonFiles().paths()[::every]:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        with warnings.catch_warnings():  # old escape sequences in stdlib strings
+            warnings.simplefilter("ignore")
+            try:
+                tree = ast.parse(text)
+            except SyntaxError:
+                continue
+        lines = text.splitlines()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                code = textwrap.dedent("\n".join(lines[node.lineno - 1:node.end_lineno])) + "\n"
+                records.append({"id": f"{path.name}:{node.lineno}", "text": code, "source": "stdlib"})
+    return records
+
+
+class Rename(ast.NodeTransformer):
+    """Consistently renames every function, argument and variable (not builtins or imported modules)."""
+
+    def __init__(self, keep: set[str]):
+        self.keep, self.names = keep | set(dir(builtins)), {}
+
+    def new(self, name: str) -> str:
+        if name in self.keep:
+            return name
+        return self.names.setdefault(name, f"{WORDS[len(self.names) % len(WORDS)]}_{len(self.names)}")
+
+    def visit_Name(self, node):
+        node.id = self.new(node.id)
+        return node
+
+    def visit_arg(self, node):
+        node.arg = self.new(node.arg)
+        return node
+
+    def visit_FunctionDef(self, node):
+        node.name = self.new(node.name)
+        return self.generic_visit(node)
+
+
+def _names(node: ast.AST, ctx: type) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ctx)}
+
+
+def _independent(a: ast.stmt, b: ast.stmt) -> bool:
+    """Two assignments that neither read nor write what the other writes, calling nothing but builtins."""
+    def simple(s):
+        calls = [n for n in ast.walk(s) if isinstance(n, ast.Call)]
+        return (isinstance(s, ast.Assign) and all(isinstance(t, ast.Name) for t in s.targets)
+                and all(isinstance(c.func, ast.Name) and c.func.id in dir(builtins) for c in calls))
+    if not (simple(a) and simple(b)):
+        return False
+    wa, wb = _names(a, ast.Store), _names(b, ast.Store)
+    return not (wa & (_names(b, ast.Load) | wb) or wb & _names(a, ast.Load))
+
+
+def swap_independent(tree: ast.AST) -> bool:
+    """Swap the first adjacent pair of independent statements found; True if one was swapped."""
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list):
+            for i in range(len(body) - 1):
+                if _independent(body[i], body[i + 1]):
+                    body[i], body[i + 1] = body[i + 1], body[i]
+                    return True
+    return False
+
+
+def disguise(solution: str) -> tuple[str, bool]:
+    """The contaminator's edits: rename, reorder, new docstring and comments, two-space indents, blank lines."""
+    tree = ast.parse(solution)
+    imported = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                for a in n.names}
+    tree = Rename(imported).visit(tree)
+    swapped = swap_independent(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            doc = ast.Expr(ast.Constant("Solve the exercise from chapter three."))
+            node.body = [doc] + (node.body[1:] if ast.get_docstring(node) else node.body)
+    lines = []
+    for line in ast.unparse(ast.fix_missing_locations(tree)).splitlines():
+        stripped = line.lstrip(" ")
+        indent = (len(line) - len(stripped)) // 4
+        if stripped.startswith(("for ", "if ", "return ")):
+            lines.append("  " * indent + "# the key step")
+        lines.append("  " * indent + stripped)
+        if stripped.startswith("def "):
+            lines.append("")
+    return "\n".join(lines) + "\n", swapped
+
+
+def as_textbook(code: str) -> str:
+    return ("## Working with sequences\n\nThe following function shows the idea step by step.\n\n"
+            f"```python\n{code}```\n\nTry it on a few inputs of your own before moving on.\n")
+
+
+@pytest.fixture(scope="module")
+def items(shared_data):
+    return load_benchmarks(("humaneval", "mbpp"), data_dir=shared_data)
+
+
+@pytest.fixture(scope="module")
+def clean():
+    return stdlib_functions()
+
+
+@pytest.fixture(scope="module")
+def planted(items):
+    """30 benchmark solutions (all that allow a reorder among the first candidates, then others), disguised;
+    every other one inside a markdown textbook section."""
+    rng = random.Random(0)
+    def size(it):  # AST nodes of the solved function: one-liners are left to the other detectors
+        funcs = [n for n in ast.parse(it.solution).body if isinstance(n, ast.FunctionDef) and n.name == it.entry]
+        return sum(1 for _ in ast.walk(funcs[0])) if funcs else 0
+    candidates = [it for it in items if size(it) >= 30]
+    rng.shuffle(candidates)
+    out = []
+    for it in candidates:
+        code, swapped = disguise(it.solution)
+        out.append({"id": f"planted:{it.item_id}", "text": as_textbook(code) if len(out) % 2 else code,
+                    "item_id": it.item_id, "swapped": swapped})
+    chosen = [r for r in out if r["swapped"]][:15]
+    chosen += [r for r in out if not r["swapped"]][:30 - len(chosen)]
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Detectors, each alone
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_ast_sequence_ignores_names_literals_comments_and_order():
+    a = "def f(xs, k=3):\n    '''Doc.'''\n    total = 0\n    n = len(xs)\n    for x in xs:\n        total += x * k\n    return total / n\n"
+    b = ("def mean_scaled(values, factor=7):\n  # scale then average\n  count = len(values)\n  acc = 0\n"
+         "  for v in values:\n    acc += v * factor  # accumulate\n  return acc / count\n")
+    c = "def f(xs, k=3):\n    total = 0\n    n = len(xs)\n    for x in xs:\n        total -= x * k\n    return total // n\n"
+    seq = [ast_sequence(ast.parse(s).body[0]) for s in (a, b, c)]
+    assert seq[0] == seq[1]
+    assert seq[0] != seq[2]
+    # A dependent pair keeps its order: swapping it changes the sequence.
+    d = "def f(x):\n    y = x + 1\n    z = y * 2\n    return z\n"
+    e = "def f(x):\n    z = x * 2\n    y = z + 1\n    return z\n"
+    assert ast_sequence(ast.parse(d).body[0]) != ast_sequence(ast.parse(e).body[0])
+
+
+def test_extract_code_from_markdown_and_textbook_prose():
+    md = "Intro text.\n\n```python\ndef f(x):\n    return x + 1\n```\n\n```text\nnot code (\n```\n"
+    assert extract_code(md) == ["def f(x):\n    return x + 1\n"]
+    prose = ("To add one to a number we write a function.\n\ndef add_one(x):\n    return x + 1\n\n"
+             "Then we call it. The result is bigger.\n")
+    assert extract_code(prose) == ["def add_one(x):\n    return x + 1"]
+    assert extract_code("Just words, no code here.") == []
+
+
+def test_ast_detector_catches_planted_solutions_with_low_false_positives(items, clean, planted):
+    assert sum(r["swapped"] for r in planted) >= 10, "the planted set must exercise statement reordering"
+    detector = AstMatch(threshold=0.8).index(items)
+    texts = [r["text"] for r in clean] + [r["text"] for r in planted]
+    found: dict[int, dict[str, float]] = {}
+    for m in detector.scan(texts):
+        found.setdefault(m.row, {})[items[m.item].item_id] = m.score
+    missed = [r["item_id"] for k, r in enumerate(planted) if found.get(len(clean) + k, {}).get(r["item_id"], 0) < 0.95]
+    assert not missed, f"planted solutions not caught at tau 0.95: {missed}"
+    for tau in (0.95, 0.8):
+        false = sum(any(s >= tau for s in found.get(k, {}).values()) for k in range(len(clean)))
+        rate = false / len(clean)
+        print(f"AST false-positive rate at tau={tau}: {false}/{len(clean)} clean stdlib functions = {rate:.2%}")
+        assert rate < 0.02
+
+
+def test_ast_match_rate_tolerates_small_edits(items):
+    item = next(it for it in items if it.item_id == "HumanEval/0")
+    edited = item.solution.replace("return False", "print(idx)\n    return False")
+    detector = AstMatch(threshold=0.8).index([item])
+    [m] = detector.scan([edited])
+    assert 0.8 <= m.score < 1.0
+
+
+def test_embedding_detector_catches_paraphrased_statements(items, clean):
+    by_id = {it.item_id: it for it in items}
+    # The paraphrased problems plus distractors (every 60th item): small, to keep the test inside its budget.
+    subset = [by_id[k] for k in PARAPHRASES] + [it for it in items[::60] if it.item_id not in PARAPHRASES]
+    default = EmbeddingSimilarity().min_cosine
+    detector = EmbeddingSimilarity(threshold=0.5).index(subset)  # low, to see every score near the default
+    negatives = [r["text"] for r in clean[::50]]
+    scores: dict[int, dict[str, float]] = {}
+    for m in detector.scan(list(PARAPHRASES.values()) + negatives):
+        scores.setdefault(m.row, {})[subset[m.item].item_id] = m.score
+    for row, item_id in enumerate(PARAPHRASES):  # retrieval: the paraphrased problem is always the nearest
+        assert max(scores.get(row, {"none": 0}), key=scores.get(row, {"none": 0}).get) == item_id, scores.get(row)
+    own = {item_id: scores[row][item_id] for row, item_id in enumerate(PARAPHRASES)}
+    caught = [k for k, s in own.items() if s >= default]
+    print(f"paraphrases caught at cosine {default}: {len(caught)}/{len(own)}; scores {own}")
+    # HumanEval/0's paraphrase scores ~0.78 with all-MiniLM-L6-v2: one miss at the default is the known limit.
+    assert len(caught) >= len(own) - 1
+    false = sum(any(s >= default for s in scores.get(len(PARAPHRASES) + k, {}).values()) for k in range(len(negatives)))
+    print(f"embedding false-positive rate at cosine {default}: {false}/{len(negatives)} clean stdlib functions")
+    assert false == 0
+
+
+def test_ngram_detector_finds_copied_statement_and_nothing_in_stdlib(items, clean):
+    item = next(it for it in items if it.item_id == "HumanEval/12")
+    copied = f"# From a forum post:\n# {' '.join(item.statement.split())}\nprint('hi')\n"
+    detector = NgramOverlap(13).index(items)
+    hits = detector.scan([copied] + [r["text"] for r in clean])
+    assert {items[m.item].item_id for m in hits if m.row == 0} == {"HumanEval/12"}
+    assert not [m for m in hits if m.row > 0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# End to end: the CLI, sharded, with benchmark results
+# ---------------------------------------------------------------------------------------------------------------
+
+def _phi(*args: str) -> None:
+    """`phi data decontaminate ...` through the real CLI entry point, in-process (a subprocess would pay the
+    router's imports again for every call)."""
+    from recipes.cli import main
+
+    main(["data", "decontaminate", *args])
+
+
+@pytest.mark.slow
+def test_cli_sharded_run_writes_pruned_dataset_removed_records_and_table3(tmp_path, clean, planted, items):
+    from datasets import load_dataset
+
+    corpus = tmp_path / "corpus.jsonl"
+    records = clean[::10] + [{"id": r["id"], "text": r["text"], "source": "planted"} for r in planted]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in records))
+    # A model that solves exactly the even-numbered HumanEval problems, two samples each (one passing).
+    results = tmp_path / "samples_results.jsonl"
+    rows = [{"task_id": f"HumanEval/{i}", "passed": s == 0 and i % 2 == 0} for i in range(164) for s in range(2)]
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "clean"
+    common = ["--input", str(corpus), "--output", str(out), "--detectors", "ngram,ast", "--num-shards", "2",
+              "--benchmark-results", str(results)]
+    _phi(*common, "--shard-index", "1")
+    assert not (out / "build_info.json").exists()  # shard 0 still missing
+    _phi(*common, "--shard-index", "0")
+
+    # A private cache: datasets 5.2 serves a stale cache for another folder of the same name (see report).
+    cache = str(tmp_path / "hf-cache")
+    kept = load_dataset(str(out), split="train", cache_dir=cache)
+    removed = load_dataset("parquet", data_files=str(out / "removed" / "*.parquet"), split="train", cache_dir=cache)
+    planted_ids = {r["id"] for r in planted}
+    assert planted_ids <= set(removed["id"])
+    assert not planted_ids & set(kept["id"])
+    assert len(kept) + len(removed) == len(records)
+    row = next(r for r in removed if r["id"] in planted_ids)
+    assert row["benchmark_item"] == next(p["item_id"] for p in planted if p["id"] == row["id"])
+    assert row["detector"] == "ast" and row["contamination"]
+
+    report = json.loads((out / "report.json").read_text())
+    humaneval = {r["tau"]: r for r in report["tables"]["humaneval"]}
+    assert sorted(humaneval) == [0.8, 0.85, 0.9, 0.95]
+    planted_he = {p["item_id"] for p in planted if p["item_id"].startswith("HumanEval/")}
+    for r in humaneval.values():
+        assert r["similar"] >= len(planted_he) and r["similar"] + r["non_similar"] == 164
+        # Pass rate per group recomputed from the planted split: 0.5 per even problem, 0 per odd one.
+        assert r["pass_rate"]["total"] == pytest.approx(82 * 0.5 / 164, abs=1e-4)
+    assert humaneval[0.8]["similar"] >= humaneval[0.95]["similar"]
+    markdown = (out / "report.md").read_text()
+    assert "| 0.95 | similar |" in markdown and "|  | non-similar |" in markdown and "pass rate" in markdown
+    assert not (tmp_path / "clean.shards").exists()
+
+
+def test_cli_bad_column_is_one_clear_line(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"id": "a", "text": "def f():\n    return 1\n"}) + "\n")
+    with pytest.raises(SystemExit) as exit_info:
+        _phi("--input", str(corpus), "--output", str(tmp_path / "o"), "--column", "code", "--detectors", "ast")
+    message = str(exit_info.value.code)
+    assert "\n" not in message and "code" in message and str(corpus) in message

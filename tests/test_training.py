@@ -1,0 +1,228 @@
+"""Training recipes: config errors before compute, schedule, data order, exact resume after SIGKILL,
+2-process gloo data parallel == 1 process, learning below the unigram entropy, LoRA finetune export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from datasets_builders.hub_dataset import read_build_info, write_dataset
+from datasets_builders.packing import pack
+from datasets_builders.sources import LocalPythonFiles
+from datasets_builders.tokenizer import train_tokenizer
+from recipes import pretrain
+from recipes.config import load_config, parse_overrides
+from recipes.training import (document_position_ids, global_batch_indices, list_checkpoints, lr_factor, read_metrics,
+                              resolve_checkpoint)
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "recipes" / "configs"
+# A 2-layer, 64-wide phi with dropout everywhere (so resume must restore the RNG), on 32-token blocks.
+MICRO_MODEL = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 1,
+               "vocab_size": 512, "resid_pdrop": 0.1, "attention_dropout": 0.1, "embd_pdrop": 0.1}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, str]:
+    """40 standard-library files, a 512-token BPE trained on them, and their packed 32-token blocks."""
+    root = tmp_path_factory.mktemp("train-data")
+    corpus = write_dataset(list(LocalPythonFiles())[:40], root / "code", name="code", description="t", build_info={})
+    tokenizer = train_tokenizer([corpus], root / "tokenizer", vocab_size=512)
+    packed = pack([corpus], tokenizer, root / "packed", seq_len=32, eval_fraction=0.1, seed=0)
+    return {"corpus": str(corpus), "tokenizer": str(root / "tokenizer"), "packed": str(packed)}
+
+
+def micro(data: dict[str, str], output_dir: Path, **overrides) -> dict:
+    cfg = {"model": "tiny", "model_overrides": MICRO_MODEL, "tokenizer": data["tokenizer"], "datasets": [data["corpus"]],
+           "packed_dir": data["packed"], "seq_len": 32, "eval_fraction": 0.1, "global_batch_size": 8,
+           "micro_batch_size": 4, "max_steps": 10, "learning_rate": 3e-3, "warmup_steps": 2, "mixed_precision": "bf16",
+           "output_dir": str(output_dir), "eval_steps": 5, "eval_batches": 2, "logging_steps": 1, "save_steps": 3,
+           "save_total_limit": 2, "report_to": [], "seed": 0}
+    return {**cfg, **overrides}
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_shipped_configs_load_and_fit_their_model(name):
+    from recipes.training import model_config
+
+    cfg = load_config(CONFIGS / name)
+    assert cfg.datasets
+    if not Path(cfg.model).parent.name.startswith("checkpoint") and "/" not in cfg.model:
+        assert model_config(cfg).max_position_embeddings >= cfg.seq_len
+
+
+def test_phi1_config_carries_the_paper_numbers():
+    cfg = load_config(CONFIGS / "phi-1.yaml")
+    assert (cfg.global_batch_size, cfg.seq_len, cfg.learning_rate, cfg.warmup_steps, cfg.weight_decay) == \
+        (1024, 2048, 1e-3, 750, 0.1)
+    assert cfg.mixed_precision == "fp16" and cfg.lr_scheduler == "linear"
+    ft = load_config(CONFIGS / "finetune-phi-1.yaml")
+    assert (ft.global_batch_size, ft.learning_rate, ft.warmup_steps, ft.weight_decay, ft.max_steps, ft.save_steps) == \
+        (256, 1e-4, 50, 0.01, 6000, 1000)
+    p15 = load_config(CONFIGS / "phi-1_5.yaml")
+    assert (p15.lr_scheduler, p15.learning_rate, p15.warmup_steps, p15.global_batch_size) == ("constant", 2e-4, 0, 2048)
+    assert [d["weight"] for d in p15.datasets] == [0.8, 0.1, 0.1]
+
+
+def test_overrides_and_unknown_keys(tmp_path):
+    cfg = load_config(CONFIGS / "tiny.yaml", ["--max_steps", "7", "--learning_rate=1e-4", "--lora", "--seed", "3"])
+    assert (cfg.max_steps, cfg.learning_rate, cfg.lora, cfg.seed) == (7, 1e-4, True, 3)
+    assert parse_overrides(["--datasets", "[{path: a, weight: 0.8}]"]) == {"datasets": [{"path": "a", "weight": 0.8}]}
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) max_stpes \(did you mean max_steps\?\)"):
+        load_config(CONFIGS / "tiny.yaml", ["--max_stpes", "7"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("include: " + str(CONFIGS / "tiny.yaml") + "\nwarmup: 3\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown config key\(s\) warmup"):
+        load_config(bad)
+    with pytest.raises(ValueError, match="config key max_steps: expected int"):
+        load_config(CONFIGS / "tiny.yaml", {"max_steps": "many"})
+
+
+def test_bad_input_fails_before_any_compute(data, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"seq_len: 2048 is above the model's max_position_embeddings \(1024\)"):
+        pretrain.run(micro(data, out, seq_len=2048))
+    write_dataset([{"id": "1", "content": "x = 1\n"}], tmp_path / "nocol", name="n", description="t", build_info={})
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['text'\]"):
+        pretrain.run(micro(data, out, datasets=[str(tmp_path / "nocol")]))
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match="empty.jsonl: the dataset is empty"):
+        pretrain.run(micro(data, out, datasets=[str(tmp_path / "empty.jsonl")]))
+    assert not out.exists()  # nothing was built, packed or trained
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "recipes/pretrain.py", "--config", "recipes/configs/tiny.yaml",
+                           "--output_dir", str(tmp_path / "x"), "--not_a_key", "1"], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == "pretrain.py: error: command line: unknown config key(s) not_a_key; see recipes/config.py for the keys"
+
+
+# --- pieces of the loop --------------------------------------------------------------------------
+
+def test_schedules():
+    cfg = load_config(CONFIGS / "tiny.yaml", {"warmup_steps": 10, "max_steps": 110, "min_lr_ratio": 0.0})
+    assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == 1.0
+    assert lr_factor(60, cfg) == pytest.approx(0.5) and lr_factor(110, cfg) == 0.0
+    const = load_config(CONFIGS / "phi-1_5.yaml")
+    assert {lr_factor(s, const) for s in (0, 100, 30000)} == {1.0}
+
+
+def test_global_batches_are_seeded_epochs():
+    rows = np.concatenate([global_batch_indices(s, 10, 4, seed=1) for s in range(5)])  # 2 epochs
+    assert sorted(rows[:10]) == list(range(10)) and sorted(rows[10:20]) == list(range(10))
+    assert (global_batch_indices(3, 10, 4, seed=1) == global_batch_indices(3, 10, 4, seed=1)).all()
+    assert not (global_batch_indices(0, 10, 4, seed=1) == global_batch_indices(0, 10, 4, seed=2)).all()
+
+
+def test_document_positions_restart_after_eos():
+    ids = np.array([[5, 6, 0, 7, 8, 9, 0, 3]])
+    assert document_position_ids(ids, eos=0).tolist() == [[0, 1, 2, 0, 1, 2, 3, 0]]
+
+
+def test_latest_ignores_half_written_checkpoints(tmp_path):
+    for step, complete in ((2, True), (4, True), (6, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / ".checkpoint-8.tmp").mkdir()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-4"]
+    assert resolve_checkpoint("latest", str(tmp_path)).name == "checkpoint-4"
+
+
+# --- end to end ------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_sigkill_after_checkpoint_then_resume_is_bitwise_identical(data, tmp_path):
+    full = pretrain.run(micro(data, tmp_path / "full"))
+    reference = read_metrics(tmp_path / "full")
+    assert [r["step"] for r in reference] == list(range(1, 11))
+    assert Path(full["final"], "model.safetensors").is_file()
+    assert [p.name for p in list_checkpoints(tmp_path / "full")] == ["checkpoint-9", "checkpoint-10"]  # keep last 2
+
+    # A real kill: a subprocess SIGKILLed once its first checkpoint is complete.
+    out = tmp_path / "killed"
+    config = tmp_path / "micro.yaml"
+    config.write_text(yaml.safe_dump(micro(data, out)))
+    proc = subprocess.Popen([sys.executable, "recipes/pretrain.py", "--config", str(config)], cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not list_checkpoints(out) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "final").exists(), "the run finished before it could be killed"
+    # Debris a kill mid-save would leave: neither may be picked up as `latest`.
+    (out / ".checkpoint-99.tmp").mkdir()
+    (out / "checkpoint-98").mkdir()
+    resumed_from = list_checkpoints(out)[-1].name
+    pretrain.run(config, ["--resume_from_checkpoint", "latest"])
+    resumed = read_metrics(out)
+    assert [r["step"] for r in resumed] == list(range(1, 11)), resumed_from
+    for a, b in zip(reference, resumed):
+        assert (a["step"], a["loss"], a["eval_loss"], a["lr"], a["grad_norm"]) == \
+            (b["step"], b["loss"], b["eval_loss"], b["lr"], b["grad_norm"]), f"differs at step {a['step']} ({resumed_from})"
+
+
+@pytest.mark.slow
+def test_two_process_gloo_matches_one_process(data, tmp_path):
+    cfg = micro(data, tmp_path / "one", max_steps=6, model_overrides={**MICRO_MODEL, "resid_pdrop": 0.0,
+                "attention_dropout": 0.0, "embd_pdrop": 0.0}, save_steps=100, eval_steps=3)
+    pretrain.run(cfg)
+    config = tmp_path / "two.yaml"
+    config.write_text(yaml.safe_dump({**cfg, "output_dir": str(tmp_path / "two")}))
+    proc = subprocess.run(["accelerate", "launch", "--config_file", "recipes/configs/accelerate/ddp.yaml",
+                           "--num_processes", "2", "--main_process_port", "29517", "recipes/pretrain.py",
+                           "--config", str(config)], cwd=REPO, env=_env(OMP_NUM_THREADS="1"), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(1, 7))
+    for a, b in zip(one, two):
+        assert abs(a["loss"] - b["loss"]) < 1e-4, (a, b)
+        if a["eval_loss"] is not None:
+            assert abs(a["eval_loss"] - b["eval_loss"]) < 1e-4, (a, b)
+
+
+@pytest.mark.slow
+def test_learns_below_unigram_entropy_then_lora_finetune_exports_merged(data, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from recipes import finetune
+
+    out = tmp_path / "learn"
+    result = pretrain.run(micro(data, out, max_steps=80, learning_rate=1e-2, warmup_steps=5, eval_steps=40,
+                                eval_batches=None, save_steps=80, logging_steps=10, report_to=["tensorboard"]))
+    unigram = read_build_info(data["packed"])["unigram_entropy_nats"]
+    final_eval = read_metrics(out)[-1]["eval_loss"]
+    assert final_eval < unigram - 0.5, (final_eval, unigram)
+    assert (out / "loss_curve.png").stat().st_size > 0 and list((out / "tensorboard").iterdir())
+    assert {"step", "loss", "eval_loss", "lr", "grad_norm", "tokens_per_second", "mfu"} <= set(read_metrics(out)[-1])
+
+    rows = [{"id": str(i), "prompt": f"def f{i}(x):\n", "completion": f"    return x + {i}\n"} for i in range(40)]
+    (tmp_path / "ex.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ft = finetune.run(micro(data, tmp_path / "ft", model=result["final"], tokenizer=result["final"],
+                            datasets=[{"path": str(tmp_path / "ex.jsonl"), "format": "exercises"}],
+                            packed_dir=str(tmp_path / "ft-packed"), model_overrides={}, lora=True, lora_r=4,
+                            max_steps=4, save_steps=2, eval_steps=2, weight_decay=0.01))
+    model = AutoModelForCausalLM.from_pretrained(ft["final"], trust_remote_code=True)
+    assert not any("lora" in k for k in model.state_dict())  # merged: loads without peft
+    base = AutoModelForCausalLM.from_pretrained(result["final"], trust_remote_code=True)
+    changed = [k for k, v in model.state_dict().items() if not (v == base.state_dict()[k]).all()]
+    assert changed and all(k.split(".")[-2] in {"q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"} for k in changed)
