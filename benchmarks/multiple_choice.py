@@ -158,9 +158,12 @@ def main() -> None:
                          "batch_size": args.batch_size, "repeats": args.repeats, "device": "cpu"},
               "seconds": times, "ratio_ours_over_lm_eval": ratios, "median_ratio": statistics.median(ratios),
               "identical_results": identical, "max_abs_ll_diff": worst}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    # Runs accumulate (one entry per configuration and date), like a benchmark log.
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runs = json.loads(out.read_text())["runs"] if out.is_file() else []
+    out.write_text(json.dumps({"runs": runs + [result]}, indent=2) + "\n")
+    print(f"appended to {out}")
 
 
 if __name__ == "__main__":

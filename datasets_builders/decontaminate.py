@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from .benchmark_index import DEFAULT_BENCHMARKS, BenchmarkItem, benchmark_versions, load_benchmarks
 from .detectors import AstMatch, EmbeddingSimilarity, Match, NgramOverlap
-from .hub_dataset import read_records, write_dataset
+from .hub_dataset import is_complete, read_build_info, read_records, write_dataset
 from .pipeline import Record, Step
 
 TAUS = (0.95, 0.9, 0.85, 0.8)
@@ -159,10 +159,12 @@ def read_benchmark_results(path: str | os.PathLike, items: Sequence[BenchmarkIte
     `task_id` ("HumanEval/3", "mbpp/11" or MBPP's bare number) and `passed` (or `result == "passed"`)."""
     known = {it.item_id.lower(): it.item_id for it in items}
     benchmarks = list(dict.fromkeys(it.benchmark for it in items))
+    # A bare id ("11") can only mean a benchmark whose own ids are bare (we prefixed them): MBPP, not HumanEval.
+    bare = [b for b in benchmarks if any(it.benchmark == b and it.item_id.startswith(b + "/") for it in items)]
     outcomes: dict[str, list[bool]] = defaultdict(list)
     for lineno, row in enumerate(read_records(path), 1):
         task = str(row.get("task_id", ""))
-        item_id = known.get(task.lower()) or next((known[f"{b}/{task}".lower()] for b in benchmarks
+        item_id = known.get(task.lower()) or next((known[f"{b}/{task}".lower()] for b in bare
                                                    if f"{b}/{task}".lower() in known), None)
         if item_id is None:
             continue  # results for a benchmark not being decontaminated against
@@ -289,6 +291,8 @@ def decontaminate(input: str | os.PathLike, output_dir: str | os.PathLike,
     settings = {"input": str(input), "records": len(records), "columns": columns, "benchmarks": list(benchmarks),
                 "detectors": list(detectors), "ast_threshold": min([*taus, prune_tau]), "num_shards": num_shards,
                 **{k: v for k, v in options.items() if k != "embedding_cache"}}
+    if is_complete(output) and read_build_info(output).get("settings") == settings and not benchmark_results:
+        return output  # already built with these settings (a rerun of a finished job)
     _check_work_dir(work, settings)
     todo = [shard_index] if shard_index is not None else list(range(num_shards))
     todo = [i for i in todo if not _shard_path(work, i, num_shards).is_file()]

@@ -69,14 +69,17 @@ NON_PYTHON_FENCES = {"text", "txt", "bash", "sh", "shell", "console", "json", "y
                      "java", "javascript", "js", "html", "sql", "markdown", "md"}
 
 
-def _parses(code: str) -> bool:
+def _parse(code: str) -> ast.Module | None:
     try:
         with warnings.catch_warnings():  # stdlib files have invalid escape sequences in strings
             warnings.simplefilter("ignore")
-            ast.parse(code)
-        return True
+            return ast.parse(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return False
+        return None
+
+
+def _parses(code: str) -> bool:
+    return _parse(code) is not None
 
 
 def _prose_blocks(text: str) -> list[str]:
@@ -100,16 +103,20 @@ def _prose_blocks(text: str) -> list[str]:
     return blocks
 
 
+def _code_trees(text: str) -> list[tuple[str, ast.Module]]:
+    """(code, parsed tree) for the Python in `text`; each piece is parsed once."""
+    tree = _parse(text)
+    if tree is not None:
+        return [(text, tree)]
+    fenced = [textwrap.dedent(body) for _, lang, body in _FENCE.findall(text) if lang.lower() not in NON_PYTHON_FENCES]
+    found = [(code, tree) for code in fenced if (tree := _parse(code)) is not None]
+    return found or [(code, tree) for code in _prose_blocks(text) if (tree := _parse(code)) is not None]
+
+
 def extract_code(text: str) -> list[str]:
     """Python code in `text`: the text itself if it parses, else its markdown fences (python or unlabeled),
     else textbook-style blocks starting at `def` / `class` / `import` lines. Only parseable code is returned."""
-    if _parses(text):
-        return [text]
-    fenced = [textwrap.dedent(body) for _, lang, body in _FENCE.findall(text) if lang.lower() not in NON_PYTHON_FENCES]
-    fenced = [code for code in fenced if _parses(code)]
-    if fenced:
-        return fenced
-    return _prose_blocks(text)
+    return [code for code, _ in _code_trees(text)]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -225,7 +232,9 @@ def prose(statement: str) -> str:
 
 class EmbeddingSimilarity:
     """A text matches an item when one of its chunks is within `threshold` of the embedding of the item's
-    statement, its prose (docstring without examples) or its solution: cosine >= threshold (metric="cosine") or L2 distance <= threshold (metric="l2")."""
+    statement, its prose (docstring without examples) or its solution: cosine >= threshold (metric="cosine")
+    or L2 distance <= threshold (metric="l2"). The default 0.8 is calibrated for all-MiniLM-L6-v2: hand-written
+    paraphrases score 0.78-0.93 against their problem, standard-library code at most ~0.76 against any."""
 
     name = "embedding"
 
@@ -368,7 +377,7 @@ def _emit_body(stmts: list[ast.stmt], out: list[str]) -> None:
     def flush() -> None:
         if run:
             tokens = [_emit(s, []) for s in run]
-            for i in _canonical_order(run, tokens):
+            for i in (_canonical_order(run, tokens) if len(run) > 1 else [0]):
                 out.extend(tokens[i])
             run.clear()
 
@@ -388,9 +397,10 @@ def _emit(node: ast.AST, out: list[str]) -> list[str]:
     """Pre-order node tokens with identifiers / literals abstracted and statement lists canonicalised."""
     leaf = _leaf_token(node)
     out.append(leaf or type(node).__name__)
-    for field, value in ast.iter_fields(node):
+    for field in node._fields:
         if field in SKIPPED_FIELDS:
             continue
+        value = getattr(node, field, None)
         if isinstance(value, list):
             if value and isinstance(value[0], ast.stmt):
                 _emit_body(value, out)
@@ -420,23 +430,11 @@ class CodeUnit:
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
-def _parse(code: str) -> ast.Module | None:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
-
-
 def code_units(text: str, min_tokens: int = 1) -> list[CodeUnit]:
     """Every function in the code found in `text` (methods and nested functions too), plus the top-level
     statements outside functions and classes when there are at least `min_tokens` of them."""
     units = []
-    for code in extract_code(text):
-        tree = _parse(code)
-        if tree is None:
-            continue
+    for _, tree in _code_trees(text):
         try:
             for node in ast.walk(tree):
                 if isinstance(node, _FUNCS):
@@ -473,7 +471,9 @@ def match_rate(a: str, b: str) -> float:
 
 class AstMatch:
     """A text matches an item when one of its functions has an AST match rate >= `threshold` with the item's
-    solved function. `min_tokens` skips tiny training functions (a one-line getter matches many things)."""
+    solved function. `min_tokens` skips tiny training functions (a one-line getter matches many things; on the
+    standard library the false-positive rate at tau 0.8 falls from 2.5% of functions at 8 tokens to 0.4% at 12).
+    Benchmark solutions shorter than about that are thereby left to the n-gram and embedding detectors."""
 
     name = "ast"
 

@@ -104,7 +104,6 @@ class Embedder:
             model = AutoModelForCausalLM.from_pretrained(self.model_id)
             self._causal = True
         self._model = model.to(self.device).eval()
-        torch.set_grad_enabled(False)
 
     @property
     def dim(self) -> int:

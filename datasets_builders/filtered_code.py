@@ -121,8 +121,7 @@ def run_shard(cfg: FilteredCodeConfig, index: int, work_dir: Path, embedder: Emb
 
     started = time.perf_counter()
     source = open_source(cfg.input, cfg.content_column, cfg.num_shards, index, cfg.max_bytes, cfg.data_dir, cfg.split)
-    near_dedup_seed = cfg.seed
-    steps = [CountSkipped(source), *default_prefilters(near_dedup_seed, cfg.near_dup_threshold, cfg.min_chars, cfg.max_chars)]
+    steps = [CountSkipped(source), *default_prefilters(cfg.seed, cfg.near_dup_threshold, cfg.min_chars, cfg.max_chars)]
     annotate_n = math.ceil(cfg.annotate / cfg.num_shards)
     if cfg.quality_filter:
         steps.append(Annotate(make_annotator(cfg, work_dir), annotate_n, cfg.seed, label_threshold(cfg)))

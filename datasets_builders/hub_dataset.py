@@ -7,6 +7,7 @@ accepts (one of our folders, a JSONL or Parquet file, or a Hub id when online) a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -31,6 +32,14 @@ def is_complete(folder: str | os.PathLike) -> bool:
     return (Path(folder) / BUILD_INFO).is_file()
 
 
+def content_fingerprint(records: list[Record]) -> str:
+    """A short hash of the rows: the same rows give the same shard names, other rows other names."""
+    digest = hashlib.sha1()
+    for record in records:
+        digest.update(json.dumps(record, sort_keys=True, default=str).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:10]
+
+
 def _write_shards(records: list[Record], folder: Path, prefix: str, shard_rows: int) -> list[str]:
     from datasets import Dataset
 
@@ -48,16 +57,20 @@ def _write_shards(records: list[Record], folder: Path, prefix: str, shard_rows: 
 
 
 def render_card(name: str, description: str, n_rows: int, columns: list[str], sections: dict[str, str],
-                license: str = "other", tags: list[str] | None = None, splits: tuple[str, ...] = ("train",)) -> str:
+                license: str = "other", tags: list[str] | None = None, splits: tuple[str, ...] = ("train",),
+                fingerprint: str | None = None) -> str:
     """A dataset card: YAML metadata the Hub understands, then free Markdown sections.
 
-    `splits` name the shard prefixes under data/ (`data/<split>-*.parquet`)."""
+    `splits` name the shard prefixes under data/ (`data/<split>-*.parquet`). `fingerprint` (the content
+    hash in the shard names) goes into the data_files pattern: `datasets` keys its cache on the card's
+    YAML, so two builds with the same card but different rows would otherwise share (stale) cache entries."""
+    pattern = "data/{split}-*.parquet" if fingerprint is None else "data/{split}-" + fingerprint + "-*.parquet"
     meta = {
         "license": license,
         "size_categories": [size_category(n_rows)],
         "task_categories": ["text-generation"],
         "tags": ["phi-textbooks", *(tags or [])],
-        "configs": [{"config_name": "default", "data_files": [{"split": split, "path": f"data/{split}-*.parquet"}
+        "configs": [{"config_name": "default", "data_files": [{"split": split, "path": pattern.format(split=split)}
                                                                for split in splits]}],
         "pretty_name": name,
     }
@@ -83,7 +96,8 @@ def write_dataset(records: list[Record], out_dir: str | os.PathLike, *, name: st
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shards = _write_shards(records, tmp / "data", "train", shard_rows)
+    fingerprint = content_fingerprint(records)
+    shards = _write_shards(records, tmp / "data", f"train-{fingerprint}", shard_rows)
     if removed:
         _write_shards(removed, tmp / "removed", "removed", shard_rows)
     for name_in_folder, src in (extra_files or {}).items():
@@ -93,7 +107,8 @@ def write_dataset(records: list[Record], out_dir: str | os.PathLike, *, name: st
     info = {"name": name, "rows": len(records), "removed_rows": len(removed or []), "columns": columns,
             "shards": shards, **build_info}
     sections = {**(sections or {}), "Build": "```json\n" + json.dumps(info, indent=2, default=str) + "\n```"}
-    (tmp / "README.md").write_text(render_card(name, description, len(records), columns, sections, license, tags),
+    (tmp / "README.md").write_text(render_card(name, description, len(records), columns, sections, license, tags,
+                                               fingerprint=fingerprint),
                                    encoding="utf-8")
     (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)

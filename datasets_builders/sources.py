@@ -186,9 +186,12 @@ class TableRows:
 
             ds = load_dataset(self.source, data_dir=self.data_dir, split=self.split, streaming=True)
         except Exception as err:  # offline, unknown repo, gated, ...: one clear line
-            raise FileNotFoundError(f"{self.source}: not a local path and could not be streamed from the Hub "
-                                    f"({err.__class__.__name__}: {str(err)[:200]}); pass a local folder, .jsonl or "
-                                    ".parquet file, or go online / log in (hf auth login) for gated datasets") from None
+            # Unknown repo (datasets raises a FileNotFoundError) vs unreachable Hub (a ConnectionError / OSError).
+            unreachable = isinstance(err, (ConnectionError, OSError)) and not isinstance(err, FileNotFoundError)
+            error = ConnectionError if unreachable else FileNotFoundError
+            raise error(f"{self.source}: not a local path and could not be streamed from the Hub "
+                        f"({err.__class__.__name__}: {str(err)[:200]}); pass a local folder, .jsonl or .parquet "
+                        "file, or go online (HF_HUB_OFFLINE unset; `hf auth login` for gated datasets)") from None
         if self.num_shards > 1 and ds.num_shards >= self.num_shards:
             # Whole files per shard: each worker downloads only its part of the dataset.
             ds = ds.shard(self.num_shards, self.shard_index)

@@ -11,12 +11,16 @@ sum divided by the choice's length in characters; WinoGrande scores the shared s
 (partial scoring); MMLU takes the first k dev questions of the subject as shots, in order. Standard errors
 are lm-eval's: sample standard deviation / sqrt(n), pooled over subjects for MMLU.
 
-Speed: the contexts of a document are computed once, with their KV cache shared by all of its choices,
-and only the scored positions go through the LM head; identical continuation rows run once.
+Speed, with the same numbers: the context of a document runs once and its KV cache serves all of its
+choices; a prefix every document of a batch shares (MMLU's description and shots) runs once per batch;
+only the scored positions go through the LM head; identical rows and positions run once. Prompts longer
+than the model's window are truncated from the left exactly as lm-eval does (those run unshared).
 
 Data: local files under --data_dir (default $PHI_DATA_DIR or <repo>/../shared/data, the layouts described
 in each folder's SOURCE.md), else the task's Hub id when online. Writes results.json (every metric, its
-standard error, the protocol, versions and timings), results.md and samples/<task>.jsonl to --output.
+standard error, the protocol, versions and timings), results.md and samples/<task>.jsonl (per document:
+file:line, log-likelihood per choice, prediction, gold) to --output. `--limit N` = the first N documents
+of each task (of each subject for MMLU), as lm-eval's --limit.
 
 Example:
     phi eval commonsense --model microsoft/phi-1_5 --output runs/eval/phi-1_5
@@ -368,8 +372,8 @@ class LoglikelihoodScorer:
     """Summed log-likelihood (and greedy match) of continuations, one group of requests per document.
 
     The requests of a group share a token prefix (their context, or the part of WinoGrande's sentence before
-    the blank): it runs once, left-padded in a batch of groups, and its KV cache is copied to each of the
-    group's rows, which then run only their own tokens. The LM head runs only on the scored positions when
+    the blank): it runs once, left-padded in a batch of groups, after the part all groups of the batch share,
+    and its KV cache is copied to each of the group's rows, which then run only their own tokens. The LM head runs only on the scored positions when
     the model is a base model plus an output projection (checked once on a probe, not assumed). Sequences
     longer than the model's window fall back to lm-eval's layout (one row each, truncated from the left).
     """

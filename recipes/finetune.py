@@ -24,6 +24,7 @@ from typing import Any
 
 if __package__ in (None, ""):  # run as a script (`accelerate launch recipes/finetune.py`) from a clone
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see recipes/pretrain.py
 
 from recipes.config import TrainConfig, load_config  # noqa: E402
 

@@ -21,6 +21,9 @@ from typing import Any
 
 if __package__ in (None, ""):  # run as a script (`accelerate launch recipes/pretrain.py`) from a clone
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    # Before torch loads OpenMP: spinning worker threads make CPU training 10-50x slower on a shared,
+    # oversubscribed machine; sleeping ones cost next to nothing on an idle one.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from recipes.config import TrainConfig, load_config  # noqa: E402
 

@@ -128,11 +128,14 @@ def evaluation_section(summaries: dict[str, dict[str, Any]], ablation: bool) -> 
     columns.update(PUBLISHED)
     tasks = list(dict.fromkeys(t for scores in columns.values() for t in scores))
     rows = [[task, *(scores.get(task) for scores in columns.values())] for task in tasks]
+    skipped = {task: why for k, v in summaries.items() if k.startswith("eval-commonsense")
+               for task, why in v.get("results", {}).get("skipped", {}).items()}
+    skipped_note = "".join(f"\n- `{task}` not evaluated: {why}" for task, why in skipped.items())
     limits = {k: v.get("results", {}).get("protocol", {}) for k, v in summaries.items() if k.startswith("eval-")}
     note = ("HumanEval / MBPP: pass@1, greedy; multiple choice: acc_norm where the task defines it, else acc. "
             "Our numbers are on a small `--limit` of each benchmark and a model ~200x smaller than phi-1: they "
             "show that every stage runs, not the paper's scores.")
-    return table(["benchmark", *columns], rows) + "\n\n" + note + f"\n\n<!-- protocols: {json.dumps(limits, default=str)[:2000]} -->"
+    return table(["benchmark", *columns], rows) + "\n\n" + note + skipped_note + f"\n\n<!-- protocols: {json.dumps(limits, default=str)[:2000]} -->"
 
 
 def ablation_section(summaries: dict[str, dict[str, Any]]) -> str:

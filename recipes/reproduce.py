@@ -88,23 +88,25 @@ def filtered_code(run: Run, quality_filter: bool = True) -> dict[str, Any]:
     from datasets_builders.filtered_code import build_filtered_code
 
     name = "filtered-code" if quality_filter else "unfiltered-code"
-    out = build_filtered_code(None, run.path("datasets", name), annotate=run.args.annotate,
+    out = build_filtered_code(run.args.source, run.path("datasets", name), annotate=run.args.annotate,
                               keep_fraction=run.args.keep_fraction if quality_filter else 1.0, seed=run.args.seed,
                               quality_filter=quality_filter)
-    return {"input": "python standard library", **dataset_summary(out)}
+    return {"input": str(run.args.source or "python standard library"), **dataset_summary(out)}
 
 
 def textbook(run: Run) -> dict[str, Any]:
     from datasets_builders.textbook import build_textbook
 
-    out = build_textbook(run.path("datasets", "textbook"), n=run.args.textbook_n, seed=run.args.seed)
+    out = build_textbook(run.path("datasets", "textbook"), n=run.args.textbook_n, seed=run.args.seed,
+                         source_root=run.args.source)
     return {"input": "python standard library (mined module / class docstrings)", **dataset_summary(out)}
 
 
 def exercises(run: Run) -> dict[str, Any]:
     from datasets_builders.exercises import build_exercises
 
-    out = build_exercises(run.path("datasets", "exercises-raw"), n=run.args.exercises_n, seed=run.args.seed)
+    out = build_exercises(run.path("datasets", "exercises-raw"), n=run.args.exercises_n, seed=run.args.seed,
+                          source_root=run.args.source)
     return {"input": "python standard library (mined functions, verified by execution)", **dataset_summary(out)}
 
 
@@ -190,7 +192,7 @@ def mc_eval_stage(run: Run, model_dir: str) -> dict[str, Any]:
     out = run.path("eval", Path(model_dir).parent.name, "commonsense")
     results = evaluate_multiple_choice(str(run.path(model_dir)), tasks=list(run.args.mc_tasks), out_dir=out,
                                        limit=run.args.mc_limit, seed=run.args.seed, dtype="float32", device="cpu",
-                                       trust_remote_code=True)
+                                       trust_remote_code=True, skip_missing=True)
     return {"input": model_dir, "output": str(out), "results": results}
 
 
@@ -250,6 +252,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run_dir", "--output", dest="run_dir", type=Path, default=None,
                         help="default: runs/<config name>")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--source", default=None, help="folder of .py files for every data stage (default: the stdlib)")
     parser.add_argument("--annotate", type=int, default=300, help="files the judge labels for the quality classifier")
     parser.add_argument("--keep_fraction", type=float, default=0.5, help="fraction the quality filter keeps")
     parser.add_argument("--textbook_n", type=int, default=400, help="textbook sections to mine")

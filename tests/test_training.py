@@ -51,7 +51,20 @@ def micro(data: dict[str, str], output_dir: Path, **overrides) -> dict:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
+    # One thread everywhere: in-process and subprocess runs then do the same float operations, and the
+    # shared test machine is not oversubscribed.
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": "1", **extra}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # --- configuration -------------------------------------------------------------------------------
@@ -189,7 +202,7 @@ def test_two_process_gloo_matches_one_process(data, tmp_path):
     config.write_text(yaml.safe_dump({**cfg, "output_dir": str(tmp_path / "two")}))
     proc = subprocess.run(["accelerate", "launch", "--config_file", "recipes/configs/accelerate/ddp.yaml",
                            "--num_processes", "2", "--main_process_port", "29517", "recipes/pretrain.py",
-                           "--config", str(config)], cwd=REPO, env=_env(OMP_NUM_THREADS="1"), capture_output=True,
+                           "--config", str(config)], cwd=REPO, env=_env(), capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
