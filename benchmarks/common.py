@@ -6,9 +6,10 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 from pathlib import Path
 from typing import Any
+
+from recipes.report import git_commit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -21,12 +22,6 @@ def machine() -> dict[str, Any]:
             "threads": torch.get_num_threads()}
 
 
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -45,7 +40,7 @@ def write_results(name: str, rows: list[dict[str, Any]], **extra: Any) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}.json"
     payload = {"benchmark": name, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "commit": commit(), "machine": machine(), **extra, "rows": rows}
+               "commit": git_commit(), "machine": machine(), **extra, "rows": rows}
     out.write_text(json.dumps(payload, indent=2, default=str))
     print(f"wrote {out}")
     return out

@@ -85,7 +85,6 @@ class Embedder:
         return DEFAULT_MAX_LENGTH
 
     def _load(self) -> None:
-        import torch
         from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
         import modeling_phi  # noqa: F401  (registers our checkpoints with the Auto classes)

@@ -296,8 +296,8 @@ def plot_histogram(scores: np.ndarray, threshold: float, path: Path) -> None:
     plt.close(fig)
 
 
-def count_tokens(texts: list[str], tokenizer: str | None) -> tuple[int | None, str]:
-    """Tokens in `texts` with the phi (CodeGen) tokenizer: local copy under the shared data, else the Hub."""
+def count_tokens(texts: list[str], tokenizer: str | None) -> tuple[list[int] | None, str]:
+    """Tokens per text with the phi (CodeGen) tokenizer: the local copy under the shared data, else the Hub."""
     from transformers import AutoTokenizer
     from transformers.utils import logging
 
@@ -310,10 +310,13 @@ def count_tokens(texts: list[str], tokenizer: str | None) -> tuple[int | None, s
             tok = AutoTokenizer.from_pretrained(name)
         except (OSError, ValueError):
             continue
+        previous = logging.get_verbosity()
         logging.set_verbosity_error()  # "sequence longer than the model maximum" is expected for whole files
-        total = sum(len(ids) for i in range(0, len(texts), 256)
-                    for ids in tok(texts[i:i + 256], add_special_tokens=False)["input_ids"])
-        return total, name
+        try:
+            return [len(ids) for i in range(0, len(texts), 256)
+                    for ids in tok(texts[i:i + 256], add_special_tokens=False)["input_ids"]], name
+        finally:
+            logging.set_verbosity(previous)
     return None, f"no tokenizer could be loaded from {candidates}"
 
 
@@ -329,15 +332,14 @@ def merge(cfg: FilteredCodeConfig, work_dir: Path, output_dir: Path) -> Path:
         raise ValueError(f"{cfg.input or 'stdlib'}: the pre-filters removed every record "
                          f"({dict(Counter(r['removed_reason'] for r in merged.removed))}); check --input / --content-column")
     before_quality = len(merged.kept)
+    counts, tokenizer_name = count_tokens([r["text"] for r in merged.kept], cfg.tokenizer)
+    tokens_by_id = dict(zip([r["id"] for r in merged.kept], counts or []))
     with tempfile.TemporaryDirectory(dir=work_dir) as extras_dir:
         extras = Path(extras_dir)
         classifier = apply_quality_filter(cfg, merged, extras) if cfg.quality_filter else None
-        tokens_before, tokenizer_name = count_tokens([r["text"] for r in merged.kept + merged.removed
-                                                      if r.get("removed_by") == "quality_classifier"], cfg.tokenizer)
-        tokens_kept, _ = count_tokens([r["text"] for r in merged.kept], cfg.tokenizer)
+        tokens_kept = sum(tokens_by_id[r["id"]] for r in merged.kept) if counts is not None else None
         tokens = {"tokenizer": tokenizer_name, "kept": tokens_kept,
-                  "before_quality_filter": (tokens_before + tokens_kept) if tokens_before is not None
-                  and tokens_kept is not None else None}
+                  "before_quality_filter": sum(counts) if counts is not None else None}
         extra_files = {str(p.relative_to(extras)): p for p in sorted(extras.rglob("*")) if p.is_file()}
         build_info = build_info_for(cfg, merged, before_quality, classifier, tokens, fingerprint)
         out = write_dataset(merged.kept, output_dir, name="phi filtered code", description=DESCRIPTION,
@@ -391,8 +393,9 @@ def card_sections(cfg: FilteredCodeConfig, info: dict[str, Any]) -> dict[str, st
             f"{clf['n_labelled']} files were annotated by {annotator} (prompt and heuristic in "
             f"`datasets_builders/data/educational_value.yaml`; label = score >= {clf['label_threshold']}). A random "
             f"forest ({cfg.n_estimators} trees, seed {cfg.seed}) on `{clf['embedder']}` embeddings learned them.\n\n"
-            f"| held-out | n | accuracy | F1 | ROC-AUC | majority baseline |\n|---|---|---|---|---|---|\n"
-            f"| | {m['n_test']} | {m['accuracy']} | {m['f1']} | {m['roc_auc']} | {m['majority_baseline_accuracy']} |\n\n"
+            f"| held-out n | accuracy | F1 | ROC-AUC | majority baseline | {m.get('cv_folds', 'k')}-fold ROC-AUC |\n"
+            f"|---|---|---|---|---|---|\n| {m['n_test']} | {m['accuracy']} | {m['f1']} | {m['roc_auc']} | "
+            f"{m['majority_baseline_accuracy']} | {m.get('cv_roc_auc_mean')} ± {m.get('cv_roc_auc_std')} |\n\n"
             f"Kept: score >= {clf['threshold']:.4f} ("
             + (f"keep-fraction {clf['keep_fraction']}" if clf["keep_fraction"] is not None else f"min-score {clf['min_score']}")
             + "). The fitted model is `classifier/quality_rf.joblib` (load with joblib: it is a pickle, trust it only "

@@ -34,7 +34,7 @@ import numpy as np
 
 from .hub_dataset import BUILD_INFO, is_complete, read_build_info, render_card
 
-PACKING_VERSION = 1  # bump when the block layout changes, so old caches are rebuilt
+PACKING_VERSION = 2  # bump when the block layout changes, so old caches are rebuilt
 FORMATS = {"text": ("text",), "exercises": ("prompt", "completion")}
 
 

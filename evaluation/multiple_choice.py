@@ -203,7 +203,8 @@ class Templates:
 
 
 def _read_jsonl(path: Path) -> list[tuple[Record, str]]:
-    lines = path.read_text(encoding="utf-8").splitlines()
+    # Split on "\n" only: str.splitlines would also break inside strings holding U+2028 or U+0085.
+    lines = [line.removesuffix("\r") for line in path.read_text(encoding="utf-8").split("\n")]
     while lines and not lines[-1].strip():
         lines.pop()
     records = []

@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 # (group, command) -> module. group None = top-level command.
@@ -75,15 +76,19 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
+    exit_on_user_errors(f"phi {args._command}", lambda: args._main(args))
+
+
+def exit_on_user_errors(prog: str, fn: Callable[[], object]) -> None:
+    """Run `fn`; bad input is reported as one line `prog: error: ...` (PHI_DEBUG=1 shows the traceback)."""
     try:
-        args._main(args)
+        fn()
     except KeyboardInterrupt:
         sys.exit(130)
     except USER_ERRORS as err:
-        # Bad input is reported as one line naming the file / field; PHI_DEBUG=1 shows the traceback.
         if os.environ.get("PHI_DEBUG"):
             raise
-        sys.exit(f"phi {args._command}: error: {err}")
+        sys.exit(f"{prog}: error: {err}")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ class TrainConfig:
     # Evaluation, logging, checkpoints.
     output_dir: str = "runs/phi-1/pretrain"
     eval_steps: int = 1000
-    eval_batches: int | None = None  # cap on eval micro-batches (None: the whole eval split)
+    eval_batches: int | None = None  # eval on the first eval_batches x micro_batch_size blocks (None: all)
     logging_steps: int = 10
     save_steps: int = 1000
     save_total_limit: int | None = 3

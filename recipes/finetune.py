@@ -16,7 +16,6 @@ Examples:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -29,20 +28,15 @@ if __package__ in (None, ""):  # run as a script (`accelerate launch recipes/fin
 from recipes.config import TrainConfig, load_config  # noqa: E402
 
 
-def humaneval_callback(limit: int | None = None, batch_size: int = 8):
-    """A checkpoint callback: greedy HumanEval pass@1 of the checkpoint folder (results written beside it)."""
-    try:
-        from evaluation import code_eval
-    except ImportError as err:
-        raise ValueError(f"humaneval: true needs evaluation/code_eval.py ({err}); set --humaneval false") from None
+def humaneval_callback(limit: int | None = None, batch_size: int = 8, max_new_tokens: int = 256):
+    """A checkpoint callback: greedy HumanEval pass@1 of the checkpoint folder, outputs in <checkpoint>/humaneval/."""
+    from evaluation.code_eval import evaluate_code_task
 
     def score(checkpoint: Path, step: int) -> float:
-        result = code_eval.evaluate_humaneval(str(checkpoint), limit=limit, batch_size=batch_size,
-                                              output_dir=str(checkpoint / "humaneval"))
-        score = float(result["pass@1"])
-        (checkpoint / "humaneval.json").write_text(json.dumps({"step": step, "pass@1": score, "limit": limit}),
-                                                   encoding="utf-8")
-        return score
+        results = evaluate_code_task("humaneval", checkpoint, out_dir=checkpoint / "humaneval", limit=limit,
+                                     batch_size=batch_size, max_new_tokens=max_new_tokens, trust_remote_code=True,
+                                     dtype="float32", progress=False)
+        return float(results["pass@k"]["pass@1"])
 
     return score
 

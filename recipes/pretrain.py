@@ -38,7 +38,7 @@ def run(config: str | os.PathLike | dict[str, Any] | TrainConfig | None = "recip
 
 def main(argv: list[str] | None = None, runner=run) -> None:
     """`--config FILE` then `--key value` overrides; bad input exits with one line naming the problem."""
-    from recipes.cli import USER_ERRORS
+    from recipes.cli import exit_on_user_errors
 
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
@@ -50,12 +50,7 @@ def main(argv: list[str] | None = None, runner=run) -> None:
         if i + 1 >= len(argv):
             sys.exit("error: --config needs a YAML file")
         config, argv = argv[i + 1], argv[:i] + argv[i + 2:]
-    try:
-        runner(config, argv)
-    except USER_ERRORS as err:
-        if os.environ.get("PHI_DEBUG"):
-            raise
-        sys.exit(f"{Path(sys.argv[0]).name}: error: {err}")
+    exit_on_user_errors(Path(sys.argv[0]).name, lambda: runner(config, argv))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def _scalars(info: dict[str, Any], prefix: str = "", depth: int = 0) -> list[tup
     """Numbers and short strings of a build_info, one level of nesting flattened (counts, metrics)."""
     out = []
     for key, value in info.items():
-        if key in ("columns", "shards", "name", "fingerprint"):
+        if key in ("columns", "shards", "name", "fingerprint", "config", "settings"):
             continue
         if isinstance(value, (int, float)) or (isinstance(value, str) and len(value) < 60):
             out.append((prefix + key, value))
@@ -162,7 +162,7 @@ def decontamination_section(summaries: dict[str, dict[str, Any]]) -> str:
     return md.read_text() if md.is_file() else "(no report.md)"
 
 
-def _commit() -> str:
+def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=Path(__file__).parent, check=True).stdout.strip()
@@ -175,7 +175,7 @@ def write_report(run_dir: Path, summaries: dict[str, dict[str, Any]], ablation: 
 
     sections = [
         f"# phi reproduction report: `{run_dir}`",
-        f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, commit {_commit()}.",
+        f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, commit {git_commit()}.",
         "## Stages", stages_section(summaries),
         "## Datasets", datasets_section(run_dir, summaries),
         "## Training", training_section(run_dir, summaries),

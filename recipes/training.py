@@ -419,9 +419,10 @@ def make_accelerator(cfg: TrainConfig):
 
 
 def evaluate(model, accelerator, ds, cfg: TrainConfig, eos: int | None) -> float:
-    """Mean token loss over the eval split (capped at eval_batches micro-batches), over all processes."""
+    """Mean token loss over the eval split (its first eval_batches x micro_batch_size rows), over all processes."""
     model.eval()
-    n = len(ds) if cfg.eval_batches is None else min(len(ds), cfg.eval_batches * cfg.micro_batch_size * accelerator.num_processes)
+    # The same rows whatever the number of processes, so eval losses compare across world sizes.
+    n = len(ds) if cfg.eval_batches is None else min(len(ds), cfg.eval_batches * cfg.micro_batch_size)
     rows = np.arange(n)[accelerator.process_index::accelerator.num_processes]
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     with torch.no_grad():

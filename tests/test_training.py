@@ -233,7 +233,10 @@ def test_learns_below_unigram_entropy_then_lora_finetune_exports_merged(data, tm
     ft = finetune.run(micro(data, tmp_path / "ft", model=result["final"], tokenizer=result["final"],
                             datasets=[{"path": str(tmp_path / "ex.jsonl"), "format": "exercises"}],
                             packed_dir=str(tmp_path / "ft-packed"), model_overrides={}, lora=True, lora_r=4,
-                            max_steps=4, save_steps=2, eval_steps=2, weight_decay=0.01))
+                            max_steps=4, save_steps=2, eval_steps=2, weight_decay=0.01, humaneval=True, eval_limit=2))
+    best = json.loads((tmp_path / "ft" / "best_checkpoint.json").read_text())
+    assert best["step"] in (2, 4) and 0.0 <= best["score"] <= 1.0
+    assert (tmp_path / "ft" / f"checkpoint-{best['step']}" / "humaneval" / "results.json").is_file()
     model = AutoModelForCausalLM.from_pretrained(ft["final"], trust_remote_code=True)
     assert not any("lora" in k for k in model.state_dict())  # merged: loads without peft
     base = AutoModelForCausalLM.from_pretrained(result["final"], trust_remote_code=True)
