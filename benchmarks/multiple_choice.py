@@ -8,8 +8,9 @@ must be identical: same acc / acc_norm per task, per-choice log-likelihoods with
 
 The model is a random phi of the given preset with the real phi tokenizer (the weights do not change the
 work). HellaSwag reads the HellaSwag-format sample of the tests (its original file is not in the shared
-data); MMLU runs two subjects (anatomy, and high_school_european_history, whose 2-shot prompts overflow
-the window).
+data); MMLU runs two subjects (anatomy, and high_school_european_history, whose 2-shot prompts of
+1250-1550 tokens overflow the `tiny` preset's 1024-token window and are then truncated as lm-eval does,
+one unshared row per question on both sides; with phi's 2048-token window, --window 2048, they fit).
 
     python benchmarks/multiple_choice.py --preset tiny --layers 2 --limit 10 --repeats 2
 """
@@ -37,14 +38,15 @@ MMLU = ["anatomy", "high_school_european_history"]
 OURS = TASKS + [f"mmlu_{s}" for s in MMLU]
 
 
-def build_model(preset: str, layers: int | None, out: Path, data: Path) -> Path:
+def build_model(preset: str, layers: int | None, window: int | None, out: Path, data: Path) -> Path:
     import torch
     from transformers import AutoTokenizer
 
     from modeling_phi import PhiConfig, PhiForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(data / "tokenizers" / "phi-2")
-    overrides = {"num_hidden_layers": layers} if layers else {}
+    overrides = {**({"num_hidden_layers": layers} if layers else {}),
+                 **({"max_position_embeddings": window} if window else {})}
     config = PhiConfig.from_preset(preset, **overrides).set_tokenizer(tokenizer)
     torch.manual_seed(0)
     PhiForCausalLM(config).save_pretrained(out)
@@ -115,6 +117,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--window", type=int, default=None,
+                        help="max_position_embeddings (default: the preset's; phi's own is 2048)")
     parser.add_argument("--limit", type=int, default=10)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
@@ -128,7 +132,7 @@ def main() -> None:
         tmp = Path(tmp)
         data = data_with_hellaswag_sample(Path(args.data_dir), tmp / "data")
         os.environ["PHI_DATA_DIR"] = str(data)  # read by the lm-eval side's loaders
-        model = build_model(args.preset, args.layers, tmp / "model", Path(args.data_dir))
+        model = build_model(args.preset, args.layers, args.window, tmp / "model", Path(args.data_dir))
         times: dict[str, list[float]] = {"lm_eval": [], "ours": []}
         cpu_times: dict[str, list[float]] = {"lm_eval": [], "ours": []}
         identical, worst = True, 0.0
@@ -150,7 +154,8 @@ def main() -> None:
     cpu_ratios = [o / t for o, t in zip(cpu_times["ours"], cpu_times["lm_eval"])]
     rows = [(label, statistics.median(times[key]), statistics.median(cpu_times[key]))
             for label, key in (("lm-eval (hf)", "lm_eval"), ("ours", "ours"))]
-    print(f"\nmodel: random phi `{args.preset}` ({args.layers} layers), limit {args.limit} per task "
+    print(f"\nmodel: random phi `{args.preset}` ({args.layers} layers, window {args.window or 'preset'}), "
+          f"limit {args.limit} per task "
           f"({len(OURS)} tasks), batch {args.batch_size}, cpu")
     print("| harness | median wall s | median cpu s |\n| --- | --- | --- |")
     for name, seconds, cpu in rows:
@@ -160,7 +165,8 @@ def main() -> None:
           f"(median {statistics.median(cpu_ratios):.2f}); identical results: {identical} (max |ll diff| {worst:.1e})")
     result = {"benchmark": "multiple_choice", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
               "git_commit": git_commit(), "machine": machine(),
-              "config": {"preset": args.preset, "layers": args.layers, "limit": args.limit, "tasks": OURS,
+              "config": {"preset": args.preset, "layers": args.layers, "window": args.window, "limit": args.limit,
+                         "tasks": OURS,
                          "batch_size": args.batch_size, "repeats": args.repeats, "device": "cpu"},
               "seconds": times, "cpu_seconds": cpu_times, "ratio_ours_over_lm_eval": ratios,
               "median_ratio": statistics.median(ratios), "cpu_ratio_ours_over_lm_eval": cpu_ratios,

@@ -37,8 +37,8 @@ A100_BF16 = 312e12
 def prepare(work: Path, seq_len: int) -> dict[str, str]:
     """The standard-library corpus, an 8192-token BPE and its packed blocks (built once, cached)."""
     from datasets_builders.packing import pack
-    from recipes.training import build_stdlib_corpus
     from datasets_builders.tokenizer import train_tokenizer
+    from recipes.training import build_stdlib_corpus
 
     corpus = work / "stdlib"
     if not corpus.exists():
@@ -81,11 +81,15 @@ def run_trainer(preset: str, data: dict[str, str], shape: dict, steps: int, out:
     times: list[float] = []
 
     class StepTimer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            self.start = time.perf_counter()
+        """Wall time between consecutive step ends: data, forward/backward, optimizer, logging, as ours."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.last = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
-            times.append(time.perf_counter() - self.start)
+            now = time.perf_counter()
+            times.append(now - self.last)
+            self.last = now
 
     args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=shape["micro"],
                              gradient_accumulation_steps=shape["accum"], max_steps=steps, learning_rate=1e-3,

@@ -20,6 +20,7 @@ the device's peak (a datasheet number on known GPUs; on CPU a measured bf16 matm
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -92,8 +93,9 @@ def build_model(cfg: TrainConfig, config, tokenizer):
         raise ValueError(f"tokenizer {cfg.tokenizer} has {len(tokenizer)} tokens, more than the model's "
                          f"vocab_size {model.config.vocab_size}")
     model.config.use_cache = False  # a cache in training would merge packed documents (DESIGN.md)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.gradient_checkpointing:  # transformers v5 renamed it; keep working on both
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -148,7 +150,14 @@ def build_stdlib_corpus(path: str | os.PathLike) -> Path:
                          build_info={"source": str(files.root), "skipped": dict(files.skipped)})
 
 
-BUILDERS: dict[str, Callable[[str], Any]] = {"stdlib": build_stdlib_corpus}
+def build_filtered_code_corpus(path: str | os.PathLike) -> Path:
+    """phi-1's filtered code corpus (datasets_builders/filtered_code.py) from the standard library, offline."""
+    from datasets_builders.filtered_code import build_filtered_code
+
+    return Path(build_filtered_code(output_dir=path))
+
+
+BUILDERS: dict[str, Callable[[str], Any]] = {"stdlib": build_stdlib_corpus, "filtered-code": build_filtered_code_corpus}
 
 
 def prepare_data(cfg: TrainConfig, sources: list[Source], log: Callable[[str], None]):
@@ -169,14 +178,18 @@ def prepare_data(cfg: TrainConfig, sources: list[Source], log: Callable[[str], N
     return tokenizer, load_packed(packed_dir)
 
 
+@functools.lru_cache(maxsize=2)
+def _epoch_order(n_rows: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n_rows)
+
+
 def global_batch_indices(step: int, n_rows: int, global_batch: int, seed: int) -> np.ndarray:
     """Row indices of optimizer step `step`: epochs of seeded permutations, read in order."""
     start = step * global_batch
-    out = []
+    out: list[int] = []
     while len(out) < global_batch:
         epoch, offset = divmod(start + len(out), n_rows)
-        perm = np.random.default_rng([seed, epoch]).permutation(n_rows)
-        out.extend(perm[offset:offset + global_batch - len(out)].tolist())
+        out.extend(_epoch_order(n_rows, seed, epoch)[offset:offset + global_batch - len(out)].tolist())
     return np.asarray(out)
 
 
@@ -189,7 +202,7 @@ def document_position_ids(input_ids: np.ndarray, eos: int) -> np.ndarray:
 
 
 def make_batch(ds, rows: np.ndarray, device: torch.device, eos: int | None) -> dict[str, torch.Tensor]:
-    data = ds[np.sort(rows).tolist()] if len(rows) else {}
+    data = ds[np.sort(rows).tolist()]
     order = np.argsort(np.argsort(rows))  # back to the sampled order after the sorted (faster) read
     input_ids = np.asarray(data["input_ids"])[order].astype(np.int64)
     labels = np.asarray(data["labels"])[order].astype(np.int64) if "labels" in data else input_ids
@@ -478,6 +491,8 @@ def train(cfg: TrainConfig, on_checkpoint: CheckpointCallback | None = None) -> 
         log(f"no checkpoint in {output_dir}: starting from scratch")
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
+        for debris in output_dir.glob(f".{CHECKPOINT_PREFIX}*.tmp"):  # checkpoints a kill left half-written
+            shutil.rmtree(debris, ignore_errors=True)
         (output_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2), encoding="utf-8")
     metrics = MetricsLog(output_dir, start_step, accelerator.is_main_process, "tensorboard" in cfg.report_to)
     peak = peak_flops(accelerator.device, accelerator.mixed_precision) * world

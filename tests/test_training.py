@@ -21,8 +21,14 @@ from datasets_builders.sources import LocalPythonFiles
 from datasets_builders.tokenizer import train_tokenizer
 from recipes import pretrain
 from recipes.config import load_config, parse_overrides
-from recipes.training import (document_position_ids, global_batch_indices, list_checkpoints, lr_factor, read_metrics,
-                              resolve_checkpoint)
+from recipes.training import (
+    document_position_ids,
+    global_batch_indices,
+    list_checkpoints,
+    lr_factor,
+    read_metrics,
+    resolve_checkpoint,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "recipes" / "configs"
@@ -144,9 +150,23 @@ def test_global_batches_are_seeded_epochs():
     assert not (global_batch_indices(0, 10, 4, seed=1) == global_batch_indices(0, 10, 4, seed=2)).all()
 
 
-def test_document_positions_restart_after_eos():
+def test_document_masking_isolates_packed_documents():
+    import torch
+
+    from modeling_phi import PhiConfig, PhiForCausalLM
+
     ids = np.array([[5, 6, 0, 7, 8, 9, 0, 3]])
     assert document_position_ids(ids, eos=0).tolist() == [[0, 1, 2, 0, 1, 2, 3, 0]]
+    torch.manual_seed(0)
+    model = PhiForCausalLM(PhiConfig.from_preset("tiny", **MICRO_MODEL)).eval()
+    first, second = torch.randint(1, 512, (1, 5)), torch.randint(1, 512, (1, 6))
+    packed = torch.cat([first, torch.zeros(1, 1, dtype=torch.long), second], 1)
+    positions = torch.from_numpy(document_position_ids(packed.numpy(), 0))
+    with torch.no_grad():
+        masked = model(input_ids=packed, position_ids=positions, use_cache=False).logits[0, 6:]
+        alone = model(input_ids=second, use_cache=False).logits[0]
+        unmasked = model(input_ids=packed, use_cache=False).logits[0, 6:]
+    assert torch.allclose(masked, alone, atol=1e-5) and not torch.allclose(unmasked, alone, atol=1e-5)
 
 
 def test_latest_ignores_half_written_checkpoints(tmp_path):
@@ -187,6 +207,7 @@ def test_sigkill_after_checkpoint_then_resume_is_bitwise_identical(data, tmp_pat
     resumed_from = list_checkpoints(out)[-1].name
     pretrain.run(config, ["--resume_from_checkpoint", "latest"])
     resumed = read_metrics(out)
+    assert not (out / ".checkpoint-99.tmp").exists()  # debris cleared on resume
     assert [r["step"] for r in resumed] == list(range(1, 11)), resumed_from
     for a, b in zip(reference, resumed):
         assert (a["step"], a["loss"], a["eval_loss"], a["lr"], a["grad_norm"]) == \
