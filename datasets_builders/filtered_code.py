@@ -259,7 +259,7 @@ def apply_quality_filter(cfg: FilteredCodeConfig, merged: MergedShards, out_tmp:
     mask, threshold = select(scores, None if cfg.min_score is not None else cfg.keep_fraction, cfg.min_score)
     kept, removed = [], []
     for record, score, keep in zip(merged.kept, scores, mask):
-        record["quality_score"] = round(float(score), 6)
+        record["quality_score"] = float(score)
         if keep:
             kept.append(record)
         else:

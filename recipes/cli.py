@@ -74,6 +74,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Set before torch loads: spin-waiting OpenMP threads starve the sandbox / server subprocesses we start.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     exit_on_user_errors(f"phi {args._command}", lambda: args._main(args))

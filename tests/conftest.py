@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Before torch loads: OpenMP threads that spin-wait starve the subprocesses the tests start (servers,
+# sandboxes, accelerate workers) on a 2-core machine; passive waiting costs nothing when cores are free.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
