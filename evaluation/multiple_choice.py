@@ -264,10 +264,12 @@ def _read_hub(hub: dict[str, Any], variables: dict[str, str]) -> list[tuple[Reco
     return [(dict(record), f"{label}#{i}") for i, record in enumerate(dataset)]
 
 
-def load_records(source: dict[str, Any], task: Task, data_dir: Path) -> tuple[list[tuple[Record, str]], str]:
+def load_records(source: dict[str, Any], task: Task, data_dir: Path,
+                 limit: int | None = None) -> tuple[list[tuple[Record, str]], str]:
     """Records of one source block ({local: ..., hub: ...}) with fields mapped; returns them and their origin.
 
-    The local files win; the Hub id is the fallback when they are missing (and the Hub is reachable)."""
+    The local files win; the Hub id is the fallback when they are missing (and the Hub is reachable).
+    Every line is parsed and the labels counted; only the first `limit` records are mapped."""
     local, hub = source.get("local"), source.get("hub")
     path = data_dir / local["path"].format(**task.variables) if local else None
     if path is not None and path.is_file():
@@ -275,7 +277,7 @@ def load_records(source: dict[str, Any], task: Task, data_dir: Path) -> tuple[li
         if "labels" in local:
             labels = local["labels"]
             _attach_labels(records, path, data_dir / labels["path"].format(**task.variables), labels["field"])
-        return _map_records(records, local.get("fields", {}), task), str(path)
+        return _map_records(records[:limit], local.get("fields", {}), task), str(path)
     missing = f"task {task.name}: data not found: tried {path}" if path else f"task {task.name}: no local files"
     if hub is None:
         raise FileNotFoundError(f"{missing}; the task has no Hub id; put the files under --data_dir")
@@ -287,7 +289,7 @@ def load_records(source: dict[str, Any], task: Task, data_dir: Path) -> tuple[li
         records = _read_hub(hub, task.variables)
     except Exception as err:  # datasets raises many types for "not reachable / not found"
         raise FileNotFoundError(f"{missing} and Hub id {hub_id}: {err}") from None
-    return _map_records(records, hub.get("fields", {}), task), hub_id
+    return _map_records(records[:limit], hub.get("fields", {}), task), hub_id
 
 
 def _map_records(records: list[tuple[Record, str]], fields: dict[str, str], task: Task) -> list[tuple[Record, str]]:
@@ -758,8 +760,7 @@ class _Prepared:
 
 def _prepare_task(task: Task, tokenizer: Any, data_dir: Path, limit: int | None, shots: int) -> _Prepared:
     t0 = time.perf_counter()
-    records, origin = load_records(task.data, task, data_dir)
-    records = records[:limit] if limit is not None else records
+    records, origin = load_records(task.data, task, data_dir, limit)
     examples: list[tuple[Record, str]] = []
     if shots > 0:
         if not task.fewshot:
