@@ -113,7 +113,8 @@ def exercises(run: Run) -> dict[str, Any]:
 def decontamination(run: Run) -> dict[str, Any]:
     from datasets_builders.decontaminate import decontaminate
 
-    out = decontaminate(run.path("datasets", "exercises-raw"), run.path("datasets", "exercises"))
+    out = decontaminate(run.path("datasets", "exercises-raw"), run.path("datasets", "exercises"),
+                        detectors=run.args.detectors, embedding_cache=run.path("cache"))
     report = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
     return {"input": str(run.path("datasets", "exercises-raw")), **dataset_summary(out), "report": report}
 
@@ -257,6 +258,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep_fraction", type=float, default=0.5, help="fraction the quality filter keeps")
     parser.add_argument("--textbook_n", type=int, default=400, help="textbook sections to mine")
     parser.add_argument("--exercises_n", type=int, default=1000, help="exercises to mine (verified)")
+    parser.add_argument("--detectors", type=lambda s: s.split(","), default=["ngram", "embedding", "ast"],
+                        help="decontamination detectors")
     parser.add_argument("--vocab_size", type=int, default=8192)
     parser.add_argument("--pretrain", nargs="*", default=[], metavar="KEY=VALUE", help="pretraining config overrides")
     parser.add_argument("--finetune", nargs="*", default=[], metavar="KEY=VALUE", help="finetuning config overrides")

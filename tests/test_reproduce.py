@@ -17,8 +17,10 @@ from datasets_builders.sources import stdlib_root
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["--source", str(stdlib_root() / "json"), "--annotate", "20", "--textbook_n", "20", "--exercises_n", "40",
-         "--vocab_size", "1024",
+# The `email` package (29 files) instead of the whole standard library; n-gram + AST decontamination (the
+# embedding detector is exercised by the default run and by tests/test_decontaminate.py).
+SMALL = ["--source", str(stdlib_root() / "email"), "--annotate", "24", "--textbook_n", "20", "--exercises_n", "40",
+         "--detectors", "ngram,ast", "--vocab_size", "1024",
          "--pretrain", "max_steps=16", "eval_steps=8", "save_steps=4", "logging_steps=4", "global_batch_size=8",
          "micro_batch_size=8", "seq_len=128",
          "--finetune", "max_steps=4", "eval_steps=4", "save_steps=2", "global_batch_size=4", "micro_batch_size=4",
