@@ -33,6 +33,13 @@ TASK = {"type": "text-generation", "name": "Text Generation"}
 FRONT_MATTER = re.compile(r"\A---\n(.*?\n)?---\n", re.DOTALL)
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """No `&id001` anchors: the Hub's model-index parser wants every entry written out."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def read_results(source: dict | str | os.PathLike) -> dict[str, Any]:
     """A results dict, a results.json, or a folder that holds one."""
     if isinstance(source, dict):
@@ -96,7 +103,8 @@ def model_index(name: str, results: Iterable[dict | str | os.PathLike], url: str
 
 
 def model_index_yaml(name: str, results: Iterable[dict | str | os.PathLike], url: str | None = None) -> str:
-    return yaml.safe_dump({"model-index": model_index(name, results, url)}, sort_keys=False, allow_unicode=True)
+    return yaml.dump({"model-index": model_index(name, results, url)}, Dumper=_PlainDumper, sort_keys=False,
+                     allow_unicode=True)
 
 
 def update_model_card(readme: str | os.PathLike, name: str, results: Iterable[dict | str | os.PathLike],
@@ -110,7 +118,7 @@ def update_model_card(readme: str | os.PathLike, name: str, results: Iterable[di
         raise ValueError(f"{path}: the YAML front matter is not a mapping")
     meta["model-index"] = model_index(name, results, url)
     body = text[match.end():] if match else text
-    card = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n" + body
+    card = "---\n" + yaml.dump(meta, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True) + "---\n" + body
     path.write_text(card, encoding="utf-8")
     return card
 

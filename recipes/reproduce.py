@@ -197,11 +197,37 @@ def mc_eval_stage(run: Run, model_dir: str) -> dict[str, Any]:
     return {"input": model_dir, "output": str(out), "results": results}
 
 
+MODEL_CARD_BODY = """# {name}
+
+A tiny phi-1-style model trained by `phi reproduce` (phi-textbooks): pretrained on the quality-filtered
+standard-library corpus plus mined textbook sections, finetuned on mined, execution-verified and
+decontaminated exercises. It exists to show every stage of the recipe working, not to be useful.
+Evaluations below are on a small `--limit` of each benchmark; see the run's report.md.
+
+Load it with `AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)`.
+"""
+
+
+def write_model_card(run: Run, stage: str, name: str) -> Path:
+    """The evaluated model's README.md: a short body and the `model-index` block of its evaluations."""
+    from evaluation.model_card import update_model_card
+
+    readme = run.path(stage, "final", "README.md")
+    if not readme.is_file():
+        readme.write_text(MODEL_CARD_BODY.format(name=name), encoding="utf-8")
+    results = sorted(run.path("eval", stage).glob("*/results.json"))
+    update_model_card(readme, name, results)
+    return readme
+
+
 def report_stage(run: Run) -> dict[str, Any]:
     from recipes.report import write_report
 
+    cards = [write_model_card(run, "finetune", "phi-tiny")]
+    if run.args.ablation:
+        cards.append(write_model_card(run, "finetune-unfiltered", "phi-tiny-unfiltered"))
     md, html = write_report(run.dir, run.summaries, ablation=run.args.ablation)
-    return {"output": [str(md), str(html)]}
+    return {"output": [str(md), str(html), *map(str, cards)]}
 
 
 def stages(args: argparse.Namespace) -> list[Stage]:

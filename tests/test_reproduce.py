@@ -60,6 +60,8 @@ def test_report_model_and_datasets(full_run):
         assert section in report
     assert "phi-1.5 (1.3B)" in report and (full_run / "report.html").is_file()
     assert list((full_run / "images").glob("*loss_curve.png"))
+    card = (full_run / "finetune" / "final" / "README.md").read_text()
+    assert "model-index" in card and "humaneval" in card.lower() and "piqa" in card.lower()
     model = AutoModelForCausalLM.from_pretrained(full_run / "finetune" / "final", trust_remote_code=True)
     assert model.config.model_type == "phi_textbooks"
     for name in ("filtered-code", "textbook", "exercises"):
