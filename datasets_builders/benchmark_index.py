@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from evaluation.data_paths import shared_data_dir
+
 BENCHMARKS_YAML = Path(__file__).parent / "data" / "benchmarks.yaml"
 DEFAULT_BENCHMARKS = ("humaneval", "mbpp")
 
@@ -40,7 +42,7 @@ class BenchmarkItem:
 
 
 def default_data_dir() -> Path:
-    return Path(os.environ.get("PHI_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    return shared_data_dir()
 
 
 def load_specs(benchmarks_file: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:

@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.data_paths import shared_data_dir
+
 from .annotators import Annotate, HeuristicAnnotator, LLMJudge, load_config
 from .embedder import Embedder
 from .hub_dataset import is_complete, read_build_info, write_dataset
@@ -301,7 +303,7 @@ def count_tokens(texts: list[str], tokenizer: str | None) -> tuple[list[int] | N
     from transformers import AutoTokenizer
     from transformers.utils import logging
 
-    data_dir = Path(os.environ.get("PHI_DATA_DIR", REPO.parent / "shared" / "data"))
+    data_dir = shared_data_dir()
     candidates = [tokenizer] if tokenizer else [str(data_dir / "tokenizers" / "phi-2"), "microsoft/phi-1"]
     for name in candidates:
         if not Path(name).exists() and name.startswith((".", "/")):

@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from evaluation.data_paths import shared_data_dir
 from evaluation.passk import pass_at_ks
 from evaluation.sandbox import DEFAULT_LIMITS, run_programs, sandbox_mode
 
@@ -54,7 +55,7 @@ def load_task(task: str) -> dict:
 
 
 def default_data_dir() -> Path:
-    return Path(os.environ.get("PHI_DATA_DIR", REPO.parent / "shared" / "data")) / "mbpp"
+    return shared_data_dir() / "mbpp"
 
 
 def _humaneval_records() -> list[dict]:

@@ -48,6 +48,8 @@ import yaml
 
 from evaluation.task_functions import PROCESS_DOC
 
+from .data_paths import shared_data_dir
+
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 REPORT_TASKS = ["piqa", "hellaswag", "arc_easy", "arc_challenge", "winogrande", "boolq", "openbookqa", "siqa", "mmlu"]
 METRICS = ("acc", "acc_norm")
@@ -57,7 +59,7 @@ MIN_COMMON_PREFIX = 16  # shorter prefixes shared by a whole batch ("Question:")
 
 
 def default_data_dir() -> Path:
-    return Path(os.environ.get("PHI_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    return shared_data_dir()
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
-DEFAULT_TOKENIZER = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tokenizers" / "phi-2"
+from evaluation.data_paths import shared_data_dir
+
+DEFAULT_TOKENIZER = shared_data_dir() / "tokenizers" / "phi-2"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
