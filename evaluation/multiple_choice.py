@@ -36,7 +36,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ import yaml
 from evaluation.task_functions import PROCESS_DOC
 
 from .data_paths import shared_data_dir
+from .versions import library_versions
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 REPORT_TASKS = ["piqa", "hellaswag", "arc_easy", "arc_challenge", "winogrande", "boolq", "openbookqa", "siqa", "mmlu"]
@@ -789,15 +789,7 @@ def _score_task(task: Task, scorer: LoglikelihoodScorer, prep: _Prepared) -> tup
 
 
 def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for package in ("phi-textbooks", "torch", "transformers", "datasets"):
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            out[package] = "not installed"
-    return out
+    return library_versions("phi-textbooks", "torch", "transformers", "datasets")
 
 
 def markdown_table(report: dict[str, Any]) -> str:
