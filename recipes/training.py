@@ -223,8 +223,10 @@ def count_targets(ds, rows: np.ndarray) -> int:
 def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed next-token cross-entropy (fp32) over the batch's targets."""
     logits = model(input_ids=batch["input_ids"], position_ids=batch.get("position_ids"), use_cache=False).logits
-    return torch.nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), batch["labels"][:, 1:].flatten(),
-                                             ignore_index=-100, reduction="sum")
+    # Shift the labels, not the logits: slicing the (batch, seq, vocab) logits costs two full copies.
+    targets = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=-100)
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
+                                             reduction="sum")
 
 
 # ----------------------------------------------------------------------------------------------
