@@ -31,9 +31,9 @@ from typing import Any
 from .diversity import NearDuplicates, write_with_report
 from .mining import exercise_from_code, mine_exercises, program, seeded_order
 from .pipeline import Filter, Record, Step, run_pipeline
-from .prompts import PromptSampler, add_prompt_arguments, sampler_from_args
+from .prompts import PromptSampler
 from .sources import LocalPythonFiles
-from .teachers import add_teacher_arguments, teacher_from_args
+from .teachers import add_builder_arguments, builder_kwargs
 from .textbook import Take, teacher_records
 
 CODE_BLOCK = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -175,20 +175,13 @@ def _count(records: list[Record], column: str) -> dict[str, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", required=True, help="output dataset folder (Hub layout)")
-    parser.add_argument("--n", type=int, default=200, help="number of exercises (mined: at most; 0 = all)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--source-root", help="mined default: a tree of .py files instead of the standard library")
     parser.add_argument("--require-tests", action="store_true",
                         help="mined default: keep only functions whose doctests pass (default: also those that run)")
     parser.add_argument("--exec-timeout", type=float, default=TIMEOUT, help="seconds per verification program")
-    parser.add_argument("--no-embeddings", action="store_true", help="skip the embedding dispersion measure")
-    add_teacher_arguments(parser)
-    add_prompt_arguments(parser)
+    add_builder_arguments(parser, "exercises")
 
 
 def main(args: argparse.Namespace) -> None:
-    out = build_exercises(args.output, teacher=teacher_from_args(args), n=args.n or None, seed=args.seed,
-                          sampler=sampler_from_args(args), source_root=args.source_root,
-                          require_tests=args.require_tests, timeout=args.exec_timeout, embed=not args.no_embeddings)
+    out = build_exercises(args.output, require_tests=args.require_tests, timeout=args.exec_timeout,
+                          **builder_kwargs(args))
     print(f"wrote {out}")

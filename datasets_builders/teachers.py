@@ -20,7 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .llm_client import OpenAIClient, ResponseCache, cache_key
-from .prompts import GenerationPrompt
+from .prompts import GenerationPrompt, add_prompt_arguments, sampler_from_args
 
 
 class OpenAITeacher:
@@ -137,6 +137,23 @@ def add_teacher_arguments(parser: Any) -> None:
     g.add_argument("--batch-size", type=int, default=8, help="generation batch of --teacher-local")
     g.add_argument("--cache-dir", help="reply cache (default: OUTPUT.cache beside the output); "
                                        "a rerun reuses every cached reply")
+
+
+def add_builder_arguments(parser: Any, what: str) -> None:
+    """The flags `phi data textbook` and `phi data exercises` share: output, size, seed, source, teacher, prompts."""
+    parser.add_argument("--output", required=True, help="output dataset folder (Hub layout)")
+    parser.add_argument("--n", type=int, default=200, help=f"number of {what} (mined: at most; 0 = all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--source-root", help="mined default: a tree of .py files instead of the standard library")
+    parser.add_argument("--no-embeddings", action="store_true", help="skip the embedding dispersion measure")
+    add_teacher_arguments(parser)
+    add_prompt_arguments(parser)
+
+
+def builder_kwargs(args: Any) -> dict[str, Any]:
+    """What `add_builder_arguments` parsed, as keyword arguments of build_textbook / build_exercises."""
+    return dict(teacher=teacher_from_args(args), n=args.n or None, seed=args.seed, sampler=sampler_from_args(args),
+                source_root=args.source_root, embed=not args.no_embeddings)
 
 
 def teacher_from_args(args: Any) -> OpenAITeacher | TransformersTeacher | None:

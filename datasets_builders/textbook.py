@@ -24,9 +24,9 @@ from typing import Any
 from .diversity import write_with_report
 from .mining import mine_sections, seeded_order
 from .pipeline import Filter, Record, Step, run_pipeline
-from .prompts import PromptSampler, add_prompt_arguments, sampler_from_args
+from .prompts import PromptSampler
 from .sources import LocalPythonFiles
-from .teachers import add_teacher_arguments, teacher_from_args
+from .teachers import add_builder_arguments, builder_kwargs
 
 MIN_CHARS = 100
 TEACHER_LICENSE = "generated (check the teacher model's terms)"
@@ -111,18 +111,10 @@ def build_textbook(output_dir: str | os.PathLike, teacher: Any = None, n: int | 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", required=True, help="output dataset folder (Hub layout)")
-    parser.add_argument("--n", type=int, default=200, help="number of sections (mined: at most; 0 = all mined)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--source-root", help="mined default: a tree of .py files instead of the standard library")
     parser.add_argument("--min-chars", type=int, default=MIN_CHARS, help="shorter teacher replies are removed")
-    parser.add_argument("--no-embeddings", action="store_true", help="skip the embedding dispersion measure")
-    add_teacher_arguments(parser)
-    add_prompt_arguments(parser)
+    add_builder_arguments(parser, "sections")
 
 
 def main(args: argparse.Namespace) -> None:
-    out = build_textbook(args.output, teacher=teacher_from_args(args), n=args.n or None, seed=args.seed,
-                         sampler=sampler_from_args(args), source_root=args.source_root, min_chars=args.min_chars,
-                         embed=not args.no_embeddings)
+    out = build_textbook(args.output, min_chars=args.min_chars, **builder_kwargs(args))
     print(f"wrote {out}")
