@@ -22,7 +22,6 @@ import datetime
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 LM_EVAL_TASKS = REPO / "tests" / "lm_eval_tasks"
+
+from evaluation.data_paths import shared_data_dir  # noqa: E402
+
 TASKS = ["piqa", "hellaswag", "arc_easy", "arc_challenge", "winogrande", "boolq", "openbookqa", "siqa"]
 MMLU = ["anatomy", "high_school_european_history"]
 OURS = TASKS + [f"mmlu_{s}" for s in MMLU]
@@ -52,16 +54,6 @@ def build_model(preset: str, layers: int | None, window: int | None, out: Path, 
     PhiForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
-
-
-def data_with_hellaswag_sample(shared: Path, root: Path) -> Path:
-    root.mkdir(parents=True)
-    for folder in shared.iterdir():
-        if folder.is_dir() and folder.name != "hellaswag":
-            (root / folder.name).symlink_to(folder)
-    (root / "hellaswag").mkdir()
-    shutil.copy(LM_EVAL_TASKS / "hellaswag_val_sample.jsonl", root / "hellaswag" / "hellaswag_val.jsonl")
-    return root
 
 
 def run_lm_eval(model: Path, limit: int, batch_size: int) -> tuple[float, float, dict]:
@@ -122,11 +114,13 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=10)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--data_dir", default=os.environ.get("PHI_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    parser.add_argument("--data_dir", default=str(shared_data_dir()))
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "multiple_choice.json"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+    from tests.lm_eval_tasks.local_data import data_with_hellaswag_sample
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

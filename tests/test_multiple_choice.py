@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,13 +29,9 @@ LIMIT = 3
 @pytest.fixture(scope="session")
 def data_dir(shared_data, tmp_path_factory) -> Path:
     """The shared benchmark files plus a HellaSwag-format sample where the original file would be."""
-    root = tmp_path_factory.mktemp("mc-data")
-    for folder in shared_data.iterdir():
-        if folder.is_dir() and folder.name != "hellaswag":
-            (root / folder.name).symlink_to(folder)
-    (root / "hellaswag").mkdir()
-    shutil.copy(LM_EVAL_TASKS / "hellaswag_val_sample.jsonl", root / "hellaswag" / "hellaswag_val.jsonl")
-    return root
+    from tests.lm_eval_tasks.local_data import data_with_hellaswag_sample
+
+    return data_with_hellaswag_sample(shared_data, tmp_path_factory.mktemp("mc-data"))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 import datasets
@@ -22,6 +23,18 @@ hellaswag_process_docs = _hellaswag.process_docs
 winogrande_doc_to_text = _winogrande.doc_to_text
 winogrande_doc_to_target = _winogrande.doc_to_target
 winogrande_doc_to_choice = _winogrande.doc_to_choice
+
+
+def data_with_hellaswag_sample(shared: Path, root: Path) -> Path:
+    """`root`: the shared benchmark folders (symlinked) plus the HellaSwag-format sample where the original
+    file would be (the original is not in the shared data). Point PHI_DATA_DIR here for both harnesses."""
+    root.mkdir(parents=True, exist_ok=True)
+    for folder in shared.iterdir():
+        if folder.is_dir() and folder.name != "hellaswag":
+            (root / folder.name).symlink_to(folder)
+    (root / "hellaswag").mkdir()
+    shutil.copy(Path(__file__).parent / "hellaswag_val_sample.jsonl", root / "hellaswag" / "hellaswag_val.jsonl")
+    return root
 
 
 def _root() -> Path:
