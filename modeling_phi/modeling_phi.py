@@ -16,6 +16,7 @@ cache transformers no longer derives document boundaries from position_ids.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -26,9 +27,38 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_phi import PhiConfig
+
+# transformers 5.24 renamed the cache keyword of masks, layers and outputs from `past_key_values` to `cache`
+# (the old name goes in 5.40). Ask the installed release which one it speaks instead of comparing versions.
+CACHE_KEY = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+
+
+def check_implemented(config: PhiConfig) -> None:
+    """Refuse config fields this file does not implement, rather than silently build a different model."""
+    head_dim = config.hidden_size // config.num_attention_heads
+    unsupported = {
+        "qk_layernorm": (config.qk_layernorm, False),
+        "num_key_value_heads": (config.num_key_value_heads, config.num_attention_heads),
+        "head_dim": (getattr(config, "head_dim", None) or head_dim, head_dim),
+    }
+    for field, (value, supported) in unsupported.items():
+        if value != supported:
+            raise ValueError(f"PhiConfig.{field}={value!r} is not implemented by modeling_phi (phi-1 / phi-1.5 use "
+                             f"{supported!r}); set it to {supported!r} or use transformers' native Phi")
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(f"PhiConfig.hidden_size={config.hidden_size} is not a multiple of "
+                         f"num_attention_heads={config.num_attention_heads}")
+    rope_type = config.rope_parameters.get("rope_type", "default")
+    if rope_type != "default" and rope_type not in ROPE_INIT_FUNCTIONS:
+        raise ValueError(f"PhiConfig.rope_parameters['rope_type']={rope_type!r} is unknown; "
+                         f"known: default, {', '.join(ROPE_INIT_FUNCTIONS)}")
 
 
 class PhiRotaryEmbedding(nn.Module):
@@ -36,20 +66,35 @@ class PhiRotaryEmbedding(nn.Module):
 
     def __init__(self, config: PhiConfig):
         super().__init__()
-        head_dim = config.hidden_size // config.num_attention_heads
-        self.dim = int(head_dim * config.rope_parameters.get("partial_rotary_factor", 0.5))
-        self.base = config.rope_parameters["rope_theta"]
-        self.register_buffer("inv_freq", self.compute_inv_freq(), persistent=False)
+        self.config = config
+        self.rope_type = config.rope_parameters.get("rope_type", "default")
+        # Read by `dynamic_rope_update` for the dynamic / longrope variants.
+        self.max_seq_len_cached = self.original_max_seq_len = config.max_position_embeddings
+        inv_freq, self.attention_scaling = self.compute_inv_freq()
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("original_inv_freq", inv_freq.clone(), persistent=False)
 
-    def compute_inv_freq(self) -> torch.Tensor:
-        return 1.0 / (self.base ** (torch.arange(0, self.dim, 2, dtype=torch.float) / self.dim))
+    def compute_inv_freq(self) -> tuple[torch.Tensor, float]:
+        # linear, dynamic, yarn, ...: transformers' own definitions, which honour partial_rotary_factor too.
+        init = ROPE_INIT_FUNCTIONS.get(self.rope_type, self.compute_default_rope_parameters)
+        return init(self.config, None)
+
+    @staticmethod
+    def compute_default_rope_parameters(config: PhiConfig, device: torch.device | None = None,
+                                        **kwargs) -> tuple[torch.Tensor, float]:
+        """Plain RoPE over the first partial_rotary_factor x head_dim dims; also called by transformers' init."""
+        head_dim = config.hidden_size // config.num_attention_heads
+        dim = int(head_dim * config.rope_parameters.get("partial_rotary_factor", 0.5))
+        base = config.rope_parameters["rope_theta"]
+        return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float, device=device) / dim)), 1.0
 
     @torch.no_grad()
+    @dynamic_rope_update
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Always in fp32: bf16 positions lose integer precision beyond 256.
-        freqs = position_ids[..., None].float() * self.inv_freq.to(x.device)
+        freqs = position_ids[..., None].float() * self.inv_freq.to(x.device, torch.float)
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        return (emb.cos() * self.attention_scaling).to(x.dtype), (emb.sin() * self.attention_scaling).to(x.dtype)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -93,7 +138,8 @@ class PhiAttention(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor],
-                attention_mask: torch.Tensor | None, past_key_values: Cache | None = None, **kwargs):
+                attention_mask: torch.Tensor | None, cache: Cache | None = None,
+                **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, seq_len, _ = hidden_states.shape
         shape = (batch, seq_len, -1, self.head_dim)
         query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
@@ -102,9 +148,10 @@ class PhiAttention(nn.Module):
 
         cos, sin = position_embeddings
         query, key = apply_partial_rotary(query, cos, sin), apply_partial_rotary(key, cos, sin)
-        if past_key_values is not None:
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
 
+        # kwargs carry position_ids: flash_attention_2's varlen path separates packed documents with them.
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
                                                                      eager_attention_forward)
         out, weights = attention(self, query, key, value, attention_mask, scaling=self.scaling,
@@ -141,36 +188,44 @@ class PhiDecoderLayer(GradientCheckpointingLayer):
         self.mlp = PhiMLP(config)
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,
-                position_embeddings: tuple[torch.Tensor, torch.Tensor], past_key_values: Cache | None = None,
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None, cache: Cache | None = None,
                 **kwargs) -> torch.Tensor:
         normed = self.input_layernorm(hidden_states)
-        attn_out, _ = self.self_attn(normed, position_embeddings, attention_mask, past_key_values, **kwargs)
+        attn_out, _ = self.self_attn(normed, position_embeddings, attention_mask, cache, **kwargs)
         return hidden_states + self.resid_dropout(attn_out) + self.resid_dropout(self.mlp(normed))
 
 
 class PhiPreTrainedModel(PreTrainedModel):
-    """Weight init and the capabilities transformers checks (attention backends, cache classes)."""
+    """Weight init and the capabilities transformers checks (attention backends, cache classes, recorded outputs)."""
 
     config_class = PhiConfig
     config: PhiConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["PhiDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+    # output_hidden_states / output_attentions are collected by transformers' hooks on these modules.
+    _can_record_outputs = {"hidden_states": PhiDecoderLayer, "attentions": PhiAttention}
+
+    def __init__(self, config: PhiConfig, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        check_implemented(config)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        # from_pretrained builds the model on the meta device: the rotary table is not in the checkpoint
-        # (non-persistent), so it must be recomputed here or it stays garbage.
+        # from_pretrained builds the model on the meta device: the rotary tables are not in the checkpoint
+        # (non-persistent), so they must be recomputed here or they stay garbage.
         if isinstance(module, PhiRotaryEmbedding):
-            module.inv_freq.copy_(module.compute_inv_freq())
+            inv_freq, _ = module.compute_inv_freq()
+            module.inv_freq.copy_(inv_freq)
+            module.original_inv_freq.copy_(inv_freq)
 
 
 class PhiModel(PhiPreTrainedModel):
@@ -186,8 +241,10 @@ class PhiModel(PhiPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    @capture_outputs
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.LongTensor | None = None, past_key_values: Cache | None = None,
+                position_ids: torch.LongTensor | None = None, cache: Cache | None = None,
                 inputs_embeds: torch.Tensor | None = None, use_cache: bool | None = None,
                 **kwargs) -> BaseModelOutputWithPast:
         if (input_ids is None) == (inputs_embeds is None):
@@ -197,24 +254,26 @@ class PhiModel(PhiPreTrainedModel):
         # A cache in training would silently merge packed documents (see module docstring).
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
         if position_ids is None:
-            past = past_key_values.get_seq_length() if past_key_values is not None else 0
+            past = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(past, past + inputs_embeds.shape[1], device=inputs_embeds.device)[None]
 
         mask = create_causal_mask(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                  past_key_values=past_key_values, position_ids=position_ids)
+                                  position_ids=position_ids, **{CACHE_KEY: cache})
         hidden_states = self.embed_dropout(inputs_embeds)
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
         for layer in self.layers:
-            hidden_states = layer(hidden_states, mask, position_embeddings, past_key_values, **kwargs)
+            hidden_states = layer(hidden_states, mask, position_embeddings, cache, position_ids=position_ids, **kwargs)
         return BaseModelOutputWithPast(last_hidden_state=self.final_layernorm(hidden_states),
-                                       past_key_values=past_key_values if use_cache else None)
+                                       **{CACHE_KEY: cache if use_cache else None})
 
 
 class PhiForCausalLM(PhiPreTrainedModel, GenerationMixin):
     """The phi language model: PhiModel plus an untied lm_head with bias; loss ignores label -100."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}  # only if config.tie_word_embeddings
 
     def __init__(self, config: PhiConfig):
         super().__init__(config)
@@ -222,20 +281,23 @@ class PhiForCausalLM(PhiPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=True)
         self.post_init()
 
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.LongTensor | None = None, past_key_values: Cache | None = None,
+                position_ids: torch.LongTensor | None = None, cache: Cache | None = None,
                 inputs_embeds: torch.Tensor | None = None, labels: torch.LongTensor | None = None,
                 use_cache: bool | None = None, logits_to_keep: int | torch.Tensor = 0,
                 **kwargs) -> CausalLMOutputWithPast:
-        out = self.model(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache, **kwargs)
-        hidden = out.last_hidden_state
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                         inputs_embeds=inputs_embeds, use_cache=use_cache, return_dict=True, **kwargs)
         # Generation only needs the last position's logits: skip the (vocab x seq) matmul for the rest.
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden[:, keep, :])
+        logits = self.lm_head(out.last_hidden_state[:, keep, :])
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                                      attentions=out.attentions, **{CACHE_KEY: getattr(out, CACHE_KEY)})
 
 
 __all__ = ["PhiForCausalLM", "PhiModel", "PhiPreTrainedModel"]
