@@ -5,6 +5,9 @@ Benchmarks are data: `datasets_builders/data/benchmarks.yaml` says where each on
 hold the problem statement, the reference solution and the tests; a benchmark is added by adding an entry
 there (or in a YAML of the same shape passed as `benchmarks_file`). The data folder is
 `PHI_DATA_DIR`, default `<repo>/../shared/data`.
+
+What is derived from the index once and reused by every run (the AST detector's calibration against a clean
+background corpus) is stored beside it, in `index_cache_dir()`, under a key naming everything it depends on.
 """
 
 from __future__ import annotations
@@ -141,6 +144,30 @@ def load_benchmarks(names: tuple[str, ...] | list[str] = DEFAULT_BENCHMARKS, dat
         rows = [r for r in _read_rows(name, spec, folder) if _keep(r, spec.get("where", {}))]
         items += [_item(name, spec, row, i) for i, row in enumerate(rows)]
     return items
+
+
+def index_cache_dir() -> Path:
+    """Where data derived from the benchmark index is kept: `PHI_INDEX_CACHE`, else ~/.cache/phi-textbooks/benchmark-index."""
+    return Path(os.environ.get("PHI_INDEX_CACHE") or Path.home() / ".cache" / "phi-textbooks" / "benchmark-index")
+
+
+def read_index_file(name: str) -> dict[str, Any] | None:
+    """A stored derivation of the index (None when absent or unreadable: it is then recomputed)."""
+    path = index_cache_dir() / name
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_index_file(name: str, data: dict[str, Any]) -> Path:
+    """Store a derivation of the index atomically (concurrent shard runs may write the same file)."""
+    path = index_cache_dir() / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def benchmark_versions(names: tuple[str, ...] | list[str], benchmarks_file: str | os.PathLike | None = None) -> dict[str, int]:

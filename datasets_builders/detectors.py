@@ -47,10 +47,22 @@ class Match:
     detector: str
     score: float
     unit: str = ""
+    # AST matches: the item's calibrated bound (the score must exceed it) and the matching unit's line ranges.
+    bound: float = 0.0
+    lines: tuple[tuple[int, int], ...] = ()
+
+    def counts(self, tau: float) -> bool:
+        """Does this match flag its text at AST threshold `tau`? n-gram / embedding matches are thresholded already."""
+        return counts(self.detector, self.score, self.bound, tau)
+
+
+def counts(detector: str, score: float, bound: float, tau: float) -> bool:
+    """An AST match counts when its rate reaches `tau` and exceeds the item's calibrated bound."""
+    return detector != "ast" or (score >= tau - 1e-12 and score > bound)
 
 
 def _best(matches: Iterable[Match]) -> list[Match]:
-    """One match per (row, item): the highest score, deterministic order."""
+    """One match per (row, item): the highest score (then the first unit), deterministic order."""
     best: dict[tuple[int, int], Match] = {}
     for m in matches:
         key = (m.row, m.item)
@@ -82,8 +94,9 @@ def _parses(code: str) -> bool:
     return _parse(code) is not None
 
 
-def _prose_blocks(text: str) -> list[str]:
-    """Code in a textbook without fences: a `def` / `class` / `import` line and the lines indented under it."""
+def _prose_blocks(text: str) -> list[tuple[str, int]]:
+    """Code in a textbook without fences: a `def` / `class` / `import` line and the lines indented under it.
+    Each block comes with the number of text lines before it."""
     lines = text.splitlines()
     blocks, i = [], 0
     while i < len(lines):
@@ -98,25 +111,38 @@ def _prose_blocks(text: str) -> list[str]:
         while block and not _parses(block) and "\n" in block:
             block = block.rsplit("\n", 1)[0].rstrip()
         if _parses(block):
-            blocks.append(block)
+            blocks.append((block, i))
         i = j
     return blocks
 
 
-def _code_trees(text: str) -> list[tuple[str, ast.Module]]:
-    """(code, parsed tree) for the Python in `text`; each piece is parsed once."""
+@dataclass(frozen=True)
+class CodePiece:
+    """Python found in a text: the code, its tree, the text lines before it and which block it is
+    (0: the whole text is code; k >= 1: the k-th markdown fence or textbook block)."""
+
+    code: str
+    tree: ast.Module
+    offset: int = 0
+    block: int = 0
+
+
+def _code_trees(text: str) -> list[CodePiece]:
+    """The Python in `text`, each piece parsed once."""
     tree = _parse(text)
     if tree is not None:
-        return [(text, tree)]
-    fenced = [textwrap.dedent(body) for _, lang, body in _FENCE.findall(text) if lang.lower() not in NON_PYTHON_FENCES]
-    found = [(code, tree) for code in fenced if (tree := _parse(code)) is not None]
-    return found or [(code, tree) for code in _prose_blocks(text) if (tree := _parse(code)) is not None]
+        return [CodePiece(text, tree)]
+    fenced = [(textwrap.dedent(m.group(3)), text.count("\n", 0, m.start(3))) for m in _FENCE.finditer(text)
+              if m.group(2).lower() not in NON_PYTHON_FENCES]
+    found = [CodePiece(code, tree, offset, k) for k, (code, offset) in enumerate(fenced, 1) if (tree := _parse(code)) is not None]
+    return found or [CodePiece(code, tree, offset, k) for k, (code, offset) in enumerate(_prose_blocks(text), 1)
+                     if (tree := _parse(code)) is not None]
 
 
 def extract_code(text: str) -> list[str]:
     """Python code in `text`: the text itself if it parses, else its markdown fences (python or unlabeled),
     else textbook-style blocks starting at `def` / `class` / `import` lines. Only parseable code is returned."""
-    return [code for code, _ in _code_trees(text)]
+    return [piece.code for piece in _code_trees(text)]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -420,42 +446,92 @@ def ast_sequence(node: ast.AST) -> str:
 
 @dataclass(frozen=True)
 class CodeUnit:
-    """A function (or a module's top-level code) as a normalised AST sequence."""
+    """A function or method (or a code block's top-level statements) as a normalised AST sequence, and where
+    it sits in the text it came from: `lines` are 1-based inclusive line ranges of that text (decorators
+    included), `block` the markdown / textbook code block it is in (0: the whole text is code)."""
 
     name: str
     line: int
     seq: str
+    kind: str = "function"
+    lines: tuple[tuple[int, int], ...] = ()
+    block: int = 0
+
+    def describe(self) -> str:
+        spans = ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in self.lines) or str(self.line)
+        return f"{self.kind} {self.name}, lines {spans}" + (f" (code block {self.block})" if self.block else "")
 
 
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_BODIES = (ast.stmt, ast.excepthandler, ast.match_case)  # functions are statements: expressions are not searched
+
+
+def _functions(node: ast.AST, prefix: str, in_class: bool, out: list[tuple[str, str, ast.AST]]) -> None:
+    """(qualified name, function | method, node) of every function under `node`, nested ones too."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, _FUNCS):
+            out.append((prefix + child.name, "method" if in_class else "function", child))
+            _functions(child, f"{prefix}{child.name}.", False, out)
+        elif isinstance(child, ast.ClassDef):
+            _functions(child, f"{prefix}{child.name}.", True, out)
+        elif isinstance(child, _BODIES):
+            _functions(child, prefix, in_class, out)
+
+
+def _statement_lines(stmts: list[ast.stmt], offset: int) -> tuple[tuple[int, int], ...]:
+    spans: list[tuple[int, int]] = []
+    for s in stmts:
+        first, last = s.lineno + offset, (s.end_lineno or s.lineno) + offset
+        if spans and first <= spans[-1][1] + 1:
+            spans[-1] = (spans[-1][0], max(last, spans[-1][1]))
+        else:
+            spans.append((first, last))
+    return tuple(spans)
 
 
 def code_units(text: str, min_tokens: int = 1) -> list[CodeUnit]:
-    """Every function in the code found in `text` (methods and nested functions too), plus the top-level
-    statements outside functions and classes when there are at least `min_tokens` of them."""
+    """Every function in the code found in `text` (methods and nested functions too), plus each code block's
+    top-level statements outside functions and classes, when they have at least `min_tokens` tokens."""
     units = []
-    for _, tree in _code_trees(text):
+    for piece in _code_trees(text):
         try:
-            for node in ast.walk(tree):
-                if isinstance(node, _FUNCS):
-                    units.append(CodeUnit(node.name, node.lineno, ast_sequence(node)))
-            rest = [s for s in tree.body if not isinstance(s, (*_FUNCS, ast.ClassDef, ast.Import, ast.ImportFrom))]
-            if rest:
-                units.append(CodeUnit("<module>", rest[0].lineno, ast_sequence(ast.Module(body=rest, type_ignores=[]))))
+            found: list[tuple[str, str, ast.AST]] = []
+            _functions(piece.tree, "", False, found)
+            for name, kind, node in found:
+                seq = ast_sequence(node)
+                if len(seq) >= min_tokens:
+                    first = min([node.lineno, *(d.lineno for d in node.decorator_list)]) + piece.offset
+                    units.append(CodeUnit(name, first, seq, kind, ((first, node.end_lineno + piece.offset),), piece.block))
+            rest = [s for s in piece.tree.body if not isinstance(s, (*_FUNCS, ast.ClassDef, ast.Import, ast.ImportFrom))]
+            if rest and len(seq := ast_sequence(ast.Module(body=rest, type_ignores=[]))) >= min_tokens:
+                lines = _statement_lines(rest, piece.offset)
+                units.append(CodeUnit("<module>", lines[0][0], seq, "module", lines, piece.block))
         except RecursionError:  # pathological nesting: no units rather than a crash
             continue
-    return [u for u in units if len(u.seq) >= min_tokens]
+    return units
 
 
-def solution_unit(item: BenchmarkItem) -> CodeUnit | None:
-    """The benchmark side: the solved function (`item.entry`), else the largest function, else the module."""
+def _code_size(tree: ast.Module) -> int:
+    """AST tokens of a solution's code: imports and docstrings are not the solution."""
+    return sum(len(ast_sequence(s)) for s in tree.body if not isinstance(s, (ast.Import, ast.ImportFrom)) and not _is_docstring(s))
+
+
+def solution_unit(item: BenchmarkItem, min_share: float = 0.0) -> tuple[CodeUnit | None, float]:
+    """The benchmark side and the share of the solution's code it covers: the solved function (`item.entry`),
+    else (or when the entry is a thin wrapper covering less than `min_share`) the largest function, else the
+    module."""
     tree = _parse(item.solution) if item.solution else None
     if tree is None:
-        return None
-    funcs = [n for n in tree.body if isinstance(n, _FUNCS)]
-    named = [f for f in funcs if f.name == item.entry]
-    node: ast.AST = named[0] if named else max(funcs, key=lambda f: len(ast.dump(f))) if funcs else tree
-    return CodeUnit(item.entry or "<module>", getattr(node, "lineno", 1), ast_sequence(node))
+        return None, 0.0
+    total = max(1, _code_size(tree))
+    funcs = [(n, ast_sequence(n)) for n in tree.body if isinstance(n, _FUNCS)]
+    if not funcs:
+        return CodeUnit("<module>", 1, ast_sequence(tree), "module"), 1.0
+    largest = max(funcs, key=lambda f: len(f[1]))
+    node, seq = next((f for f in funcs if f[0].name == item.entry), largest)
+    if len(seq) < min_share * total:
+        node, seq = largest
+    return CodeUnit(node.name, node.lineno, seq, "function", ((node.lineno, node.end_lineno or node.lineno),)), len(seq) / total
 
 
 def _units_of_text(args: tuple[str, int]) -> list[CodeUnit]:
@@ -469,29 +545,142 @@ def match_rate(a: str, b: str) -> float:
     return Levenshtein.normalized_similarity(a, b)
 
 
+CALIBRATION_FLOOR = 0.6  # background rates below this are not kept: with any sane margin they bind no tau
+CALIBRATION_GRID = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
+
+
+@dataclass
+class AstCalibration:
+    """How common each benchmark item's AST shape is in code known to be clean (the background corpus): per
+    item, the best match rate of any background unit, the nearest such unit and how many unique background
+    units reach each rate of `CALIBRATION_GRID`. Items with no background unit at `floor` or above are absent:
+    their shape is rare. `key` ties it to the benchmark units, the detector settings and the background's
+    content, so a stored calibration is reused only where it is still true."""
+
+    key: str
+    background: str
+    background_texts: int
+    background_units: int
+    floor: float
+    items: dict[str, dict[str, Any]]
+    seconds: float = 0.0
+
+    def best(self, item_id: str) -> float:
+        entry = self.items.get(item_id)
+        return float(entry["best"]) if entry else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "background": self.background, "background_texts": self.background_texts,
+                "background_units": self.background_units, "floor": self.floor, "seconds": self.seconds,
+                "items": self.items}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AstCalibration:
+        return cls(data["key"], data["background"], int(data["background_texts"]), int(data["background_units"]),
+                   float(data["floor"]), dict(data["items"]), float(data.get("seconds", 0.0)))
+
+
 class AstMatch:
     """A text matches an item when one of its functions has an AST match rate >= `threshold` with the item's
-    solved function. `min_tokens` skips tiny training functions (a one-line getter matches many things; on the
-    standard library the false-positive rate at tau 0.8 falls from 2.5% of functions at 8 tokens to 0.4% at 12).
-    Benchmark solutions shorter than about that are thereby left to the n-gram and embedding detectors."""
+    solved function, and, once calibrated (`use_calibration`), a rate above the item's bound: the best rate
+    any clean background unit reaches plus `margin`. An item whose shape clean code already reaches at 1 - margin
+    is not decidable by AST; the n-gram and embedding detectors still see it.
+
+    Size floors on both sides, because on short sequences one or two edits separate unrelated code: training
+    units under `min_tokens` tokens are skipped (on the standard library the false-positive rate at tau 0.8 falls
+    from 2.5% of functions at 8 tokens to 0.4% at 12), and so are benchmark units under `min_item_tokens` (one- or
+    two-statement solutions: at the AST level they look like thousands of ordinary functions). Proportion floor:
+    the compared function must cover at least `min_item_share` of the solution's code, so a match is evidence
+    about the item and not about a small helper of it."""
 
     name = "ast"
 
-    def __init__(self, threshold: float = 0.8, min_tokens: int = 12, workers: int = 1, block_rows: int = 2048):
+    def __init__(self, threshold: float = 0.8, min_tokens: int = 12, min_item_tokens: int = 20,
+                 min_item_share: float = 0.5, margin: float = 0.05, workers: int = 1, block_rows: int = 2048):
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"AST match-rate threshold must be in (0, 1], got {threshold}")
+        if not 0.0 <= min_item_share <= 1.0 or margin < 0.0:
+            raise ValueError(f"AST detector: min_item_share ({min_item_share}) must be in [0, 1] and margin ({margin}) >= 0")
         self.threshold, self.min_tokens, self.workers, self.block_rows = threshold, min_tokens, workers, block_rows
+        self.min_item_tokens, self.min_item_share, self.margin = min_item_tokens, min_item_share, margin
         self.stats: dict[str, int] = defaultdict(int)
+        self.calibration: AstCalibration | None = None
 
     def index(self, items: Sequence[BenchmarkItem]) -> AstMatch:
         self.items = list(items)
-        units = [(i, solution_unit(it)) for i, it in enumerate(self.items) if it.kind == "code"]
-        self.stats["benchmark_unparsable"] = sum(u is None for _, u in units)
-        units = sorted(((i, u) for i, u in units if u is not None), key=lambda iu: (len(iu[1].seq), iu[0]))
+        # Why an item is not decidable by AST (item index -> reason); the other detectors still see it.
+        self.undecidable: dict[int, str] = {}
+        units = []
+        for i, it in enumerate(self.items):
+            if it.kind != "code":
+                continue
+            unit, share = solution_unit(it, self.min_item_share)
+            if unit is None:
+                self.undecidable[i] = "unparsable solution"
+            elif len(unit.seq) < self.min_item_tokens:
+                self.undecidable[i] = f"size floor: solution function has {len(unit.seq)} < {self.min_item_tokens} AST tokens"
+            elif share < self.min_item_share:
+                self.undecidable[i] = f"proportion floor: compared function covers {share:.0%} < {self.min_item_share:.0%} of the solution"
+            else:
+                units.append((i, unit))
+        self.stats["benchmark_unparsable"] = sum(r == "unparsable solution" for r in self.undecidable.values())
+        units.sort(key=lambda iu: (len(iu[1].seq), iu[0]))
         self.bench_item = np.array([i for i, _ in units], dtype=np.int64)
         self.bench_seqs = [u.seq for _, u in units]
         self.bench_lens = np.array([len(s) for s in self.bench_seqs], dtype=np.int64)
+        self.bench_bound = np.zeros(len(units), dtype=np.float64)
         return self
+
+    def calibration_key(self, background_fingerprint: str) -> str:
+        """What a calibration depends on: the benchmark units (their normalised sequences, so a change of the
+        AST normalisation invalidates it), the training-unit floor and the background's content."""
+        import hashlib
+
+        h = hashlib.sha256(f"{self.min_tokens}|{CALIBRATION_FLOOR}|{background_fingerprint}|".encode())
+        for i, seq in zip(self.bench_item.tolist(), self.bench_seqs):
+            h.update(f"{self.items[i].item_id}\x00{seq}\x01".encode())
+        return h.hexdigest()[:32]
+
+    def calibrate(self, background: Sequence[str], names: Sequence[str] | None = None, description: str = "",
+                  fingerprint: str = "") -> AstCalibration:
+        """Compare every benchmark unit with every unit of the clean `background` texts (named by `names`, for the
+        report) down to `CALIBRATION_FLOOR`, and use the result."""
+        import time
+
+        started = time.perf_counter()
+        seq_name: dict[str, str] = {}
+        for k, units in enumerate(self.units(background)):
+            for u in units:
+                seq_name.setdefault(u.seq, f"{names[k] if names else k}: {u.kind} {u.name} (line {u.line})")
+        seqs = list(seq_name)
+        items: dict[str, dict[str, Any]] = {}
+        for s, b, rate in self.compare(seqs, CALIBRATION_FLOOR):
+            entry = items.setdefault(self.items[int(self.bench_item[b])].item_id,
+                                     {"best": 0.0, "nearest": "", "count": {str(t): 0 for t in CALIBRATION_GRID}})
+            if rate > entry["best"]:
+                entry["best"], entry["nearest"] = round(rate, 6), seq_name[seqs[s]]
+            for t in CALIBRATION_GRID:
+                entry["count"][str(t)] += rate >= t - 1e-12
+        calibration = AstCalibration(self.calibration_key(fingerprint), description, len(background), len(seqs),
+                                     CALIBRATION_FLOOR, dict(sorted(items.items())), round(time.perf_counter() - started, 2))
+        self.use_calibration(calibration)
+        return calibration
+
+    def use_calibration(self, calibration: AstCalibration) -> AstMatch:
+        """Bound each benchmark unit by its background rate + margin; an item bounded at 1 cannot be matched."""
+        self.calibration = calibration
+        for b, i in enumerate(self.bench_item.tolist()):
+            best = calibration.best(self.items[i].item_id)
+            self.bench_bound[b] = best + self.margin if best > 0 else 0.0
+            if self.bench_bound[b] >= 1.0:
+                self.undecidable[i] = (f"common shape: clean code reaches AST rate {best:.3f} "
+                                       f"({calibration.items[self.items[i].item_id]['nearest']})")
+        return self
+
+    def bound(self, item: int) -> float:
+        """The rate an AST match with item `item` must exceed to count (0: uncalibrated or a rare shape)."""
+        where = np.nonzero(self.bench_item == item)[0]
+        return float(self.bench_bound[where[0]]) if len(where) else 1.0
 
     def units(self, texts: Sequence[str]) -> list[list[CodeUnit]]:
         """Code units per text, parsed in `workers` processes when asked."""
@@ -503,32 +692,36 @@ class AstMatch:
                 return pool.map(_units_of_text, jobs, chunksize=32)
         return [_units_of_text(j) for j in jobs]
 
-    def compare(self, seqs: list[str]) -> list[tuple[int, int, float]]:
-        """(sequence index, benchmark unit index, rate) for every pair with rate >= threshold, by length blocks."""
+    def compare(self, seqs: list[str], threshold: float | None = None) -> list[tuple[int, int, float]]:
+        """(sequence index, benchmark unit index, rate) for every pair with rate >= threshold (default: the
+        detector's), by length blocks."""
         from rapidfuzz import process
         from rapidfuzz.distance import Levenshtein
 
+        tau = self.threshold if threshold is None else threshold
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         found = []
         for start in range(0, len(order), self.block_rows):
             block = order[start:start + self.block_rows]
             lo, hi = len(seqs[block[0]]), len(seqs[block[-1]])
             # Rate >= tau needs tau * max(len) <= min(len): only these benchmark lengths can match the block.
-            first = int(np.searchsorted(self.bench_lens, math.ceil(self.threshold * lo - 1e-9), side="left"))
-            last = int(np.searchsorted(self.bench_lens, math.floor(hi / self.threshold + 1e-9), side="right"))
+            first = int(np.searchsorted(self.bench_lens, math.ceil(tau * lo - 1e-9), side="left"))
+            last = int(np.searchsorted(self.bench_lens, math.floor(hi / tau + 1e-9), side="right"))
             if first >= last:
                 continue
             self.stats["pairs_scored"] += len(block) * (last - first)
             # rapidfuzz's cutoff drops pairs sitting exactly on it (1 - 3/15 = 0.8 with cutoff 0.8, or 0.8 - 1e-9):
             # cut a little lower, then compare the returned scores (the same function's values) exactly.
             scores = process.cdist([seqs[i] for i in block], self.bench_seqs[first:last], scorer=Levenshtein.normalized_similarity,
-                                   score_cutoff=max(0.0, self.threshold - 1e-6), dtype=np.float64, workers=self.workers)
-            for r, c in zip(*np.nonzero(scores >= self.threshold)):
+                                   score_cutoff=max(0.0, tau - 1e-6), dtype=np.float64, workers=self.workers)
+            for r, c in zip(*np.nonzero(scores >= tau)):
                 found.append((block[r], first + int(c), float(scores[r, c])))
         self.stats["pairs_total"] += len(seqs) * len(self.bench_seqs)
         return found
 
     def scan(self, texts: Sequence[str]) -> list[Match]:
+        """Matches at rate >= threshold, each with its item's calibrated bound (`Match.counts` applies it) and
+        the matching unit's line ranges."""
         per_text = self.units(texts)
         # Identical functions (copies, overloads) are compared once.
         unique: dict[str, list[tuple[int, CodeUnit]]] = defaultdict(list)
@@ -540,6 +733,7 @@ class AstMatch:
         self.stats["unique_units"] += len(seqs)
         matches = []
         for s, b, rate in self.compare(seqs):
+            bound = float(self.bench_bound[b])
             for row, u in unique[seqs[s]]:
-                matches.append(Match(row, int(self.bench_item[b]), self.name, rate, f"{u.name} (line {u.line})"))
+                matches.append(Match(row, int(self.bench_item[b]), self.name, rate, u.describe(), bound, u.lines))
         return _best(matches)
