@@ -118,13 +118,38 @@ def config_from_legacy(cfg: dict) -> PhiConfig:
     n_embd, n_head = cfg["n_embd"], cfg["n_head"]
     return PhiConfig(
         vocab_size=cfg["vocab_size"], hidden_size=n_embd, intermediate_size=cfg.get("n_inner") or 4 * n_embd,
-        num_hidden_layers=cfg["n_layer"], num_attention_heads=n_head,
+        num_hidden_layers=cfg["n_layer"], num_attention_heads=n_head, num_key_value_heads=cfg.get("n_head_kv") or n_head,
         max_position_embeddings=cfg.get("n_positions", 2048), layer_norm_eps=cfg.get("layer_norm_epsilon", 1e-5),
         hidden_act=cfg.get("activation_function", "gelu_new"), resid_pdrop=cfg.get("resid_pdrop", 0.0),
         embd_pdrop=cfg.get("embd_pdrop", 0.0), attention_dropout=cfg.get("attn_pdrop", 0.0),
         partial_rotary_factor=cfg.get("rotary_dim", 32) / (n_embd // n_head),
         bos_token_id=cfg.get("bos_token_id", 50256), eos_token_id=cfg.get("eos_token_id", 50256),
     )
+
+
+# What the old remote code wrote into config.json besides the shape (model_type and class per layout).
+LEGACY_IDENTITY = {
+    "mixformer": {"model_type": "mixformer-sequential", "architectures": ["MixFormerSequentialForCausalLM"],
+                  "architecture": {"block_cls": "parallel", "mixer": {}, "mlp": {"mlp_cls": "mlp"}}},
+    "phi-msft": {"model_type": "phi-msft", "architectures": ["PhiForCausalLM"], "flash_attn": False,
+                 "flash_rotary": False, "fused_dense": False, "n_head_kv": None},
+}
+
+
+def config_to_legacy(config: PhiConfig, layout: str) -> dict:
+    """config.json of `layout`'s remote code (GPT-2 style names: n_embd, n_layer, n_head, rotary_dim, ...)."""
+    if layout not in LEGACY_IDENTITY:
+        raise ValueError(f"unknown checkpoint layout {layout!r}; known: {', '.join(LEGACY_IDENTITY)}")
+    head_dim = config.hidden_size // config.num_attention_heads
+    return {
+        **LEGACY_IDENTITY[layout], "vocab_size": config.vocab_size, "n_positions": config.max_position_embeddings,
+        "n_embd": config.hidden_size, "n_layer": config.num_hidden_layers, "n_head": config.num_attention_heads,
+        "n_inner": config.intermediate_size, "rotary_dim": int(head_dim * config.rope_parameters["partial_rotary_factor"]),
+        "activation_function": config.hidden_act, "layer_norm_epsilon": config.layer_norm_eps,
+        "resid_pdrop": config.resid_pdrop, "embd_pdrop": config.embd_pdrop, "attn_pdrop": config.attention_dropout,
+        "initializer_range": config.initializer_range, "tie_word_embeddings": False,
+        "bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
+    }
 
 
 def load_state_dict_file(folder: Path) -> dict[str, torch.Tensor]:
@@ -179,7 +204,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="checkpoint folder (native, ours, mixformer or phi-msft)")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--to", choices=["ours", "phi", "mixformer", "phi-msft"], default="ours",
-                        help="ours: our model_type + custom code (default); phi: transformers' native phi")
+                        help="ours: our model_type + custom code (default); phi: transformers' native phi; "
+                             "mixformer / phi-msft: Microsoft's older remote-code layouts (weights + config.json)")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -195,7 +221,8 @@ def main(args: argparse.Namespace) -> None:
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in from_native(model.state_dict(), args.to).items()},
                   str(out / "model.safetensors"), metadata={"format": "pt"})
-        model.config.save_pretrained(out)
+        # The layout's own modeling code is not ours to ship: the folder runs with the original repo's files.
+        (out / "config.json").write_text(json.dumps(config_to_legacy(model.config, args.to), indent=2) + "\n")
     for name in TOKENIZER_FILES:
         if (Path(args.input) / name).is_file() and not (out / name).exists():
             shutil.copy(Path(args.input) / name, out / name)

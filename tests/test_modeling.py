@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.cache_utils import Cache
 
 from modeling_phi import PhiConfig, PhiForCausalLM
-from modeling_phi.convert import export_native_phi, from_native, load_any, to_native
+from modeling_phi.convert import export_native_phi, from_native, load_any
 from modeling_phi.modeling_phi import CACHE_KEY
 
 TOL = 1e-5
@@ -314,22 +315,80 @@ def test_phi1_parameter_count_on_meta_device():
     assert round(n / 1e9, 3) == 1.418 and round(n_small / 1e6, 1) == 356.8
 
 
-@pytest.mark.parametrize("layout", ["mixformer", "phi-msft"])
-def test_legacy_layouts_round_trip(pair, layout, tmp_path):
-    ours, _ = pair
-    native = ours.state_dict()
-    legacy = from_native(native, layout)
-    assert set(legacy).isdisjoint(native)
-    back = to_native(legacy)
-    assert set(back) == set(native) and all(torch.equal(back[k], native[k]) for k in native)
-    # A legacy folder on disk loads as our model with identical logits.
-    from safetensors.torch import save_file
+# config.json as the old remote code wrote it (microsoft/phi-1's MixFormer release, phi-1_5's phi-msft release),
+# shrunk to the test model's shape.
+LEGACY_CONFIGS = {
+    "mixformer": {
+        "_name_or_path": "microsoft/phi-1", "activation_function": "gelu_new",
+        "architecture": {"block_cls": "parallel", "mixer": {}, "mlp": {"mlp_cls": "mlp"}},
+        "architectures": ["MixFormerSequentialForCausalLM"],
+        "auto_map": {"AutoConfig": "configuration_mixformer_sequential.MixFormerSequentialConfig",
+                     "AutoModelForCausalLM": "modeling_mixformer_sequential.MixFormerSequentialForCausalLM"},
+        "embd_layer": "default", "embd_pdrop": 0.0, "initializer_range": 0.02, "layer_norm_epsilon": 1e-05,
+        "model_type": "mixformer-sequential", "n_embd": 256, "n_head": 4, "n_inner": None, "n_layer": 2,
+        "n_positions": 1024, "phyagi_version": "0.0.4.dev", "resid_pdrop": 0.0, "rotary_dim": 32,
+        "tie_word_embeddings": False, "torch_dtype": "float32", "transformers_version": "4.31.0", "vocab_size": VOCAB,
+    },
+    "phi-msft": {
+        "_name_or_path": "microsoft/phi-1_5", "activation_function": "gelu_new", "architectures": ["PhiForCausalLM"],
+        "attn_pdrop": 0.0, "auto_map": {"AutoConfig": "configuration_phi.PhiConfig",
+                                        "AutoModelForCausalLM": "modeling_phi.PhiForCausalLM"},
+        "embd_pdrop": 0.0, "flash_attn": False, "flash_rotary": False, "fused_dense": False, "img_processor": None,
+        "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "phi-msft", "n_embd": 256,
+        "n_head": 4, "n_head_kv": None, "n_inner": None, "n_layer": 2, "n_positions": 1024, "resid_pdrop": 0.0,
+        "rotary_dim": 32, "tie_word_embeddings": False, "torch_dtype": "float32", "transformers_version": "4.34.1",
+        "vocab_size": VOCAB,
+    },
+}
 
-    save_file({k: v.contiguous() for k, v in legacy.items()}, str(tmp_path / "model.safetensors"))
-    ours.config.save_pretrained(tmp_path)
-    ids = torch.randint(0, VOCAB, (1, 12))
+
+def write_legacy_checkpoint(folder, native_state, layout):
+    """Keys, fused Wqkv, saved rotary buffers and pytorch_model.bin, as the old remote code's save_pretrained did."""
+    folder.mkdir()
+    legacy = from_native(native_state, layout)
+    # q, k, v rows stacked in one Wqkv: [q; k; v], exactly a plain concatenation.
+    assert legacy[f"{'layers.1' if layout == 'mixformer' else 'transformer.h.0'}.mixer.Wqkv.weight"].shape[0] == 3 * 256
+    prefix = "layers.{}" if layout == "mixformer" else "transformer.h.{}"
+    offset = 1 if layout == "mixformer" else 0
+    for i in range(2):  # the old code kept inv_freq as a persistent buffer
+        legacy[f"{prefix.format(i + offset)}.mixer.rotary_emb.inv_freq"] = torch.rand(16)
+    torch.save(legacy, folder / "pytorch_model.bin")
+    (folder / "config.json").write_text(json.dumps(LEGACY_CONFIGS[layout]))
+
+
+@pytest.mark.parametrize("layout", ["mixformer", "phi-msft"])
+def test_legacy_checkpoint_converts_logit_for_logit(layout, tmp_path):
+    torch.manual_seed(13)
+    config = PhiConfig.from_preset("tiny", num_hidden_layers=2, vocab_size=VOCAB, bos_token_id=50256,
+                                   eos_token_id=50256)
+    ref = transformers.PhiForCausalLM(native_config(config)).eval()
     with torch.no_grad():
-        assert torch.equal(load_any(tmp_path).eval()(ids).logits, ours(ids).logits)
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    write_legacy_checkpoint(tmp_path / "old", ref.state_dict(), layout)
+    ids = torch.randint(0, VOCAB, (2, 17), generator=torch.Generator().manual_seed(14))
+    with torch.no_grad():
+        expected = ref(ids).logits
+        imported = load_any(tmp_path / "old").eval()
+        assert (imported(ids).logits - expected).abs().max().item() <= TOL
+    assert imported.config.num_hidden_layers == 2 and imported.config.intermediate_size == 1024
+
+    # Export back to the legacy layout: the config speaks that layout's names and the keys are the old ones.
+    from modeling_phi.convert import main as convert
+
+    convert(argparse.Namespace(input=str(tmp_path / "old"), output=str(tmp_path / "back"), to=layout))
+    written = json.loads((tmp_path / "back" / "config.json").read_text())
+    original = LEGACY_CONFIGS[layout]
+    for key in ("model_type", "architectures", "n_embd", "n_layer", "n_head", "rotary_dim", "n_positions",
+                "vocab_size", "activation_function", "layer_norm_epsilon"):
+        assert written[key] == original[key], key
+    assert written["n_inner"] in (None, 4 * original["n_embd"])
+    from safetensors.torch import load_file
+
+    old_keys = {k for k in torch.load(tmp_path / "old" / "pytorch_model.bin") if not k.endswith("inv_freq")}
+    assert set(load_file(tmp_path / "back" / "model.safetensors")) == old_keys
+    with torch.no_grad():
+        assert torch.equal(load_any(tmp_path / "back").eval()(ids).logits, imported(ids).logits)
 
 
 def test_unknown_layout_names_keys(tmp_path, pair):
