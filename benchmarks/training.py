@@ -36,9 +36,8 @@ A100_BF16 = 312e12
 
 def prepare(work: Path, seq_len: int) -> dict[str, str]:
     """The standard-library corpus, an 8192-token BPE and its packed blocks (built once, cached)."""
-    from datasets_builders.packing import pack
+    from datasets_builders.packing import build_stdlib_corpus, pack
     from datasets_builders.tokenizer import train_tokenizer
-    from recipes.training import build_stdlib_corpus
 
     corpus = work / "stdlib"
     if not corpus.exists():
@@ -68,15 +67,14 @@ def run_ours(preset: str, data: dict[str, str], shape: dict, steps: int, out: Pa
 def run_trainer(preset: str, data: dict[str, str], shape: dict, steps: int, out: Path) -> list[float]:
     """transformers' Trainer + transformers' own PhiForCausalLM, the same shapes and batch."""
     from accelerate.state import AcceleratorState
+    from datasets import load_dataset
     from transformers import PhiConfig, PhiForCausalLM, Trainer, TrainerCallback, TrainingArguments
-
-    from datasets_builders.packing import load_packed
 
     AcceleratorState._reset_state(True)
     fields = {k: v for k, v in PRESETS[preset].items()}
     torch.manual_seed(0)
     model = PhiForCausalLM(PhiConfig(**fields, attn_implementation="sdpa"))
-    train = load_packed(data["packed"])["train"].with_format(None)
+    train = load_dataset(data["packed"], split="train")  # the same blocks, as the Hub-layout Parquet shards
     train = train.map(lambda b: {"labels": b["input_ids"]}, batched=True)
     times: list[float] = []
 

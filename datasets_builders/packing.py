@@ -8,8 +8,15 @@ is on the completion only. Several sources mix by weight (phi-1.5: 80% synthetic
 so no eval text is ever trained on.
 
 The output is a Hub-layout dataset (data/train-*.parquet, data/eval-*.parquet, README.md,
-build_info.json last). It is a cache: packing again with the same inputs, tokenizer and settings
-returns the existing folder. Same inputs and seed -> identical blocks.
+build_info.json last) plus the same blocks as flat arrays for training, `tokens/<split>.<column>.npy`
+(uint16 token ids where the vocabulary fits, else int32; labels int32). Training memory-maps those
+(`load_packed`): a batch reads its rows from disk, so a 50B-token run needs its batches in RAM, not its
+tokens, and nothing is converted into a cache first. It is a cache: packing again with the same inputs,
+tokenizer and settings returns the existing folder. Same inputs and seed -> identical blocks.
+
+`prepare_packed` is what a training run calls: it builds the corpora a config asks for where they are
+missing (`build: filtered-code` or `build: stdlib`, so the tiny config runs on a fresh clone), trains a
+byte-level BPE where the tokenizer is missing and `tokenizer_vocab_size` is set, then packs.
 
 Example:
     phi data pack --input runs/tiny/datasets/filtered-code --tokenizer runs/tiny/tokenizer \\
@@ -25,6 +32,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -34,7 +42,7 @@ import numpy as np
 
 from .hub_dataset import BUILD_INFO, is_complete, read_build_info, render_card
 
-PACKING_VERSION = 2  # bump when the block layout changes, so old caches are rebuilt
+PACKING_VERSION = 3  # bump when the block layout changes, so old caches are rebuilt
 FORMATS = {"text": ("text",), "exercises": ("prompt", "completion")}
 
 
@@ -278,7 +286,7 @@ def _write_packed(out: Path, splits: dict[str, Any], info: dict[str, Any], shard
         written[split] = [f"{split}-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
         for i, name in enumerate(written[split]):
             ds.shard(n, i, contiguous=True).to_parquet(str(tmp / "data" / name))
-    info = {**info, "shards": written}
+    info = {**info, "shards": written, "arrays": _write_arrays(tmp / "tokens", splits, info["vocab_size"])}
     columns = splits["train"].column_names
     description = (f"Token blocks of {info['seq_len']} tokens (documents joined by <|endoftext|>), "
                    "ready for causal-LM training; the eval split holds out whole documents.")
@@ -291,17 +299,113 @@ def _write_packed(out: Path, splits: dict[str, Any], info: dict[str, Any], shard
     os.replace(tmp, out)
 
 
-def load_packed(folder: str | os.PathLike) -> dict[str, Any]:
-    """{'train': Dataset, 'eval': Dataset | None} of a folder written by `pack` (numpy-formatted)."""
-    from datasets import load_dataset
+def _write_arrays(folder: Path, splits: dict[str, Any], vocab_size: int, batch_rows: int = 4096) -> dict[str, str]:
+    """Each split's columns as (blocks, seq_len) .npy files, written batch by batch (never whole in RAM)."""
+    folder.mkdir(parents=True)
+    written = {}
+    for split, ds in splits.items():
+        if ds is None:
+            continue
+        ds = ds.with_format("numpy")
+        for column in ("input_ids", "labels"):
+            if column not in ds.column_names:
+                continue
+            dtype = np.uint16 if column == "input_ids" and vocab_size <= 2**16 else np.int32
+            name = f"{split}.{column}.npy"
+            out = np.lib.format.open_memmap(folder / name, mode="w+", dtype=dtype,
+                                            shape=(len(ds), len(ds[0][column])))
+            for start in range(0, len(ds), batch_rows):
+                out[start:start + batch_rows] = ds[start:start + batch_rows][column]
+            out.flush()
+            del out
+            written[f"{split}.{column}"] = f"tokens/{name}"
+    return written
 
+
+@dataclass
+class PackedSplit:
+    """One split of a packed dataset as memory-mapped (blocks, seq_len) arrays: rows are read when indexed."""
+
+    input_ids: np.ndarray
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def seq_len(self) -> int:
+        return self.input_ids.shape[1]
+
+
+def load_packed(folder: str | os.PathLike) -> dict[str, PackedSplit | None]:
+    """{'train': PackedSplit, 'eval': PackedSplit | None} of a folder written by `pack`, memory-mapped."""
     folder = Path(folder)
     if not is_complete(folder):
         raise FileNotFoundError(f"{folder}: not a complete packed dataset (no {BUILD_INFO}); run `phi data pack`")
-    shards = read_build_info(folder)["shards"]
-    files = {split: [str(folder / "data" / n) for n in names] for split, names in shards.items()}
-    loaded = load_dataset("parquet", data_files=files)
-    return {split: loaded[split].with_format("numpy") if split in loaded else None for split in ("train", "eval")}
+    arrays = read_build_info(folder).get("arrays")
+    if not arrays:
+        raise FileNotFoundError(f"{folder}: packed by an older version (no tokens/*.npy); run `phi data pack` again")
+    out: dict[str, PackedSplit | None] = {}
+    for split in ("train", "eval"):
+        ids = arrays.get(f"{split}.input_ids")
+        labels = arrays.get(f"{split}.labels")
+        out[split] = PackedSplit(np.load(folder / ids, mmap_mode="r"),
+                                 np.load(folder / labels, mmap_mode="r") if labels else None) if ids else None
+    return out
+
+
+# --- what a training run calls: build missing corpora and tokenizer, then pack ---
+
+def build_stdlib_corpus(path: str | os.PathLike) -> Path:
+    """The standard library's .py files, one record per file."""
+    from .hub_dataset import write_dataset
+    from .sources import LocalPythonFiles
+
+    files = LocalPythonFiles()
+    return write_dataset(list(files), path, name="python-stdlib", tags=["code"], license="psf-2.0",
+                         description="The .py files of the Python standard library (tests and vendored trees excluded).",
+                         build_info={"source": str(files.root), "skipped": dict(files.skipped)})
+
+
+def build_filtered_code_corpus(path: str | os.PathLike) -> Path:
+    """phi-1's filtered code corpus (`phi data filtered-code`) from the standard library, offline."""
+    from .pipelines.filtered_code import build_filtered_code
+
+    return Path(build_filtered_code(output_dir=path))
+
+
+BUILDERS: dict[str, Callable[[str | os.PathLike], Path]] = {"stdlib": build_stdlib_corpus,
+                                                            "filtered-code": build_filtered_code_corpus}
+
+
+def check_sources(datasets: list[str | dict | Source]) -> list[Source]:
+    """Each dataset exists (or has a known builder), has its columns and is not empty: before any compute."""
+    sources = [Source.parse(s) for s in datasets]
+    for source in sources:
+        if not Path(source.path).exists() and source.build:
+            if source.build not in BUILDERS:
+                raise ValueError(f"dataset {source.path}: unknown build {source.build!r}; known: {sorted(BUILDERS)}")
+            continue
+        load_any_dataset(source.path, source.columns)
+    return sources
+
+
+def prepare_packed(sources: list[Source], tokenizer: str | os.PathLike, output: str | os.PathLike, seq_len: int,
+                   eval_fraction: float = 0.01, seed: int = 0, num_proc: int | None = None,
+                   tokenizer_vocab_size: int | None = None, log: Callable[[str], Any] = print):
+    """Build missing corpora, train the tokenizer where missing, pack; returns (tokenizer, packed folder)."""
+    from .tokenizer import load_tokenizer, train_tokenizer
+
+    for source in sources:
+        if not Path(source.path).exists():
+            log(f"building {source.path} ({source.build})")
+            BUILDERS[source.build](source.path)
+    if not Path(tokenizer).exists() and tokenizer_vocab_size:
+        texts = [s.path for s in sources if s.format == "text"]
+        log(f"training a {tokenizer_vocab_size}-token BPE on {texts}")
+        train_tokenizer(texts, tokenizer, tokenizer_vocab_size, column=sources[0].column, model_max_length=seq_len)
+    tok = load_tokenizer(tokenizer)
+    return tok, pack(sources, tok, output, seq_len, eval_fraction, seed, num_proc)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

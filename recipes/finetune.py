@@ -9,13 +9,14 @@ folders hold the merged model, loadable without peft. From Python:
 
 Examples:
     accelerate launch recipes/finetune.py --config recipes/configs/finetune-tiny.yaml
-    python recipes/finetune.py --config recipes/configs/finetune-tiny.yaml --lora --humaneval --eval_limit 20
+    phi finetune --config recipes/configs/finetune-tiny.yaml --lora --humaneval --eval_limit 20
     accelerate launch --config_file recipes/configs/accelerate/ddp.yaml \\
         recipes/finetune.py --config recipes/configs/finetune-phi-1.yaml
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ if __package__ in (None, ""):  # run as a script (`accelerate launch recipes/fin
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see recipes/pretrain.py
 
 from recipes.config import TrainConfig, load_config  # noqa: E402
+from recipes.pretrain import add_arguments  # noqa: E402,F401  (`phi finetune`: the same flags)
 
 
 def humaneval_callback(limit: int | None = None, batch_size: int = 8, max_new_tokens: int = 256):
@@ -51,7 +53,8 @@ def run(config: str | os.PathLike | dict[str, Any] | TrainConfig | None = "recip
     return train(cfg, on_checkpoint=callback)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | argparse.Namespace | None = None) -> None:
+    """The script's or `phi finetune`'s entry point: as recipes/pretrain.py, with this module's `run`."""
     from recipes.pretrain import main as pretrain_main
 
     pretrain_main(argv, runner=run)

@@ -49,7 +49,7 @@ def test_tokenizer_training_is_deterministic(corpus, tokenizer, tmp_path):
 def test_pack_joins_documents_with_eos_and_holds_out_whole_documents(corpus, tokenizer, tmp_path):
     out = pack([corpus], tokenizer, tmp_path / "packed", seq_len=64, eval_fraction=0.1, seed=3)
     data = load_packed(out)
-    train, evals = np.asarray(data["train"]["input_ids"]), np.asarray(data["eval"]["input_ids"])
+    train, evals = np.asarray(data["train"].input_ids), np.asarray(data["eval"].input_ids)
     assert train.shape[1] == evals.shape[1] == 64
     info = read_build_info(out)
     src = info["sources"][0]
@@ -63,6 +63,21 @@ def test_pack_joins_documents_with_eos_and_holds_out_whole_documents(corpus, tok
     stream = [t for text in train_docs["text"] for t in tokenizer(text, add_special_tokens=False)["input_ids"] + [0]]
     assert train.ravel().tolist() == stream[:train.size]
     assert set(train_docs["id"]).isdisjoint(eval_docs["id"])
+
+
+def test_training_reads_packed_blocks_memory_mapped(corpus, tokenizer, tmp_path):
+    """load_packed maps tokens/*.npy (uint16 ids): no copy in RAM nor in a datasets cache; the same blocks as the
+    Hub-layout Parquet shards that load_dataset reads."""
+    from datasets import load_dataset
+
+    out = pack([corpus], tokenizer, tmp_path / "packed", seq_len=64, eval_fraction=0.1, seed=3)
+    data = load_packed(out)
+    for split in ("train", "eval"):
+        blocks = data[split]
+        assert isinstance(blocks.input_ids, np.memmap) and blocks.input_ids.dtype == np.uint16
+        assert blocks.labels is None and len(blocks) == read_build_info(out)[f"{split}_blocks"]
+        parquet = np.asarray(load_dataset(str(out), split=split)["input_ids"])
+        assert (np.asarray(blocks.input_ids) == parquet).all()
 
 
 def test_pack_is_cached_and_deterministic(corpus, tokenizer, tmp_path):
@@ -83,7 +98,7 @@ def test_mixture_follows_weights(tokenizer, tmp_path):
         paths.append(write_dataset(rows, tmp_path / name, name=name, description="t", build_info={}))
     out = pack([Source(str(paths[0]), weight=0.8), Source(str(paths[1]), weight=0.2)], tokenizer,
                tmp_path / "mix", seq_len=64, eval_fraction=0.0, seed=0)
-    blocks = np.asarray(load_packed(out)["train"]["input_ids"])
+    blocks = np.asarray(load_packed(out)["train"].input_ids)
     alpha = tokenizer("alpha", add_special_tokens=False)["input_ids"][0]
     share_a = np.mean([alpha in row for row in blocks[: len(blocks) // 2]])  # before either source runs out
     assert 0.7 < share_a < 0.9
@@ -96,7 +111,7 @@ def test_exercises_have_loss_on_completion_only(tokenizer, tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = pack([{"path": str(path), "format": "exercises"}], tokenizer, tmp_path / "ex", seq_len=32, eval_fraction=0.1)
     train = load_packed(out)["train"]
-    ids, labels = np.asarray(train["input_ids"]).ravel(), np.asarray(train["labels"]).ravel()
+    ids, labels = np.asarray(train.input_ids).ravel(), np.asarray(train.labels).ravel()
     first = rows[0]
     n_prompt = len(tokenizer(first["prompt"], add_special_tokens=False)["input_ids"])
     n_completion = len(tokenizer(first["completion"], add_special_tokens=False)["input_ids"]) + 1  # + eos

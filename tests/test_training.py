@@ -1,5 +1,6 @@
-"""Training recipes: config errors before compute, schedule, data order, exact resume after SIGKILL,
-2-process gloo data parallel == 1 process, learning below the unigram entropy, LoRA finetune export."""
+"""Training recipes: the typed config and its one-line errors (pretrain, finetune, phi reproduce), schedule,
+data order, exact resume after SIGKILL, 2-process gloo DDP and FSDP == 1 process, learning below the unigram
+entropy, LoRA finetune export, Hub push (dry run, offline failure)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from datasets_builders.packing import pack
 from datasets_builders.sources import LocalPythonFiles
 from datasets_builders.tokenizer import train_tokenizer
 from recipes import pretrain
-from recipes.config import load_config, parse_overrides
+from recipes.config import GROUPS, TrainConfig, load_config
 from recipes.training import (
     document_position_ids,
     global_batch_indices,
@@ -98,18 +99,48 @@ def test_phi1_config_carries_the_paper_numbers():
     assert [d["weight"] for d in p15.datasets] == [0.8, 0.1, 0.1]
 
 
-def test_overrides_and_unknown_keys(tmp_path):
-    cfg = load_config(CONFIGS / "tiny.yaml", ["--max_steps", "7", "--learning_rate=1e-4", "--lora", "--seed", "3"])
+def test_overrides_flags_aliases_and_yaml_values(tmp_path):
+    cfg = load_config(CONFIGS / "tiny.yaml", ["--max_steps", "7", "--learning-rate=1e-4", "--lora", "--seed", "3",
+                                              "--datasets", "a", "{path: b, weight: 0.2}",
+                                              "--model_overrides", "{resid_pdrop: 0.1}", "--report_to", "none"])
     assert (cfg.max_steps, cfg.learning_rate, cfg.lora, cfg.seed) == (7, 1e-4, True, 3)
-    assert parse_overrides(["--datasets", "[{path: a, weight: 0.8}]"]) == {"datasets": [{"path": "a", "weight": 0.8}]}
-    with pytest.raises(ValueError, match=r"unknown config key\(s\) max_stpes \(did you mean max_steps\?\)"):
-        load_config(CONFIGS / "tiny.yaml", ["--max_stpes", "7"])
+    assert cfg.datasets == [{"path": "a"}, {"path": "b", "weight": 0.2}] and cfg.model_overrides == {"resid_pdrop": 0.1}
+    assert cfg.report_to == [] and cfg.warmup_steps == 20  # the rest from the YAML file
+    assert load_config(cfg, {"max_steps": 9}).to_dict() == {**cfg.to_dict(), "max_steps": 9}
     bad = tmp_path / "bad.yaml"
     bad.write_text("include: " + str(CONFIGS / "tiny.yaml") + "\nwarmup: 3\n")
-    with pytest.raises(ValueError, match=r"bad.yaml: unknown config key\(s\) warmup"):
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown config key\(s\) warmup \(did you mean warmup_steps\?\)"):
         load_config(bad)
-    with pytest.raises(ValueError, match="config key max_steps: expected int"):
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--learning_rat", "1e-3"], r"^command line: unknown config key\(s\) --learning_rat \(did you mean --learning_rate\?\)"),
+    (["--max_steps", "many"], r"^command line: argument --max_steps/--max-steps: invalid int value: 'many'$"),
+    (["--learning_rate", "-1e-3"], r"^config key learning_rate: must be > 0, got -0.001$"),
+    (["--lr_scheduler", "cosine"], r"lr_scheduler.*invalid choice: 'cosine'"),
+    (["--global_batch_size", "12", "--micro_batch_size", "8"], r"global_batch_size: must be a multiple of micro_batch_size"),
+])
+def test_config_errors_name_the_key(flags, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(CONFIGS / "tiny.yaml", flags)
+
+
+def test_config_groups_are_documented_and_validate_values_from_yaml_and_dicts():
+    import dataclasses
+
+    for group in GROUPS:
+        assert group.__doc__ and issubclass(TrainConfig, group)
+        for f in dataclasses.fields(group):
+            assert f.metadata.get("help"), f"{group.__name__}.{f.name} has no documentation"
+    names = [f.name for g in GROUPS for f in dataclasses.fields(g)]
+    assert sorted(names) == sorted(f.name for f in dataclasses.fields(TrainConfig))  # the union, no stray key
+    with pytest.raises(ValueError, match=r"^config key max_steps: expected int, got 'many'$"):
         load_config(CONFIGS / "tiny.yaml", {"max_steps": "many"})
+    with pytest.raises(ValueError, match=r"^config key eval_fraction: must be in \[0, 1\), got 1.5$"):
+        load_config(CONFIGS / "tiny.yaml", {"eval_fraction": 1.5})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['wieght'\]"):
+        load_config(CONFIGS / "tiny.yaml", {"datasets": [{"path": "x", "wieght": 1}]})
+    assert load_config(CONFIGS / "tiny.yaml", {"learning_rate": 1, "datasets": "x"}).learning_rate == 1.0
 
 
 def test_bad_input_fails_before_any_compute(data, tmp_path):
@@ -125,12 +156,27 @@ def test_bad_input_fails_before_any_compute(data, tmp_path):
     assert not out.exists()  # nothing was built, packed or trained
 
 
-def test_cli_reports_bad_input_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "recipes/pretrain.py", "--config", "recipes/configs/tiny.yaml",
-                           "--output_dir", str(tmp_path / "x"), "--not_a_key", "1"], cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert proc.stderr.strip() == "pretrain.py: error: command line: unknown config key(s) not_a_key; see recipes/config.py for the keys"
+BAD_INPUT = [("--learning_rat", "1e-3", "learning_rat (did you mean"),
+             ("--max_steps", "many", "max_steps"),
+             ("--learning_rate", "-1", "config key learning_rate: must be > 0, got -1.0")]
+
+
+@pytest.mark.parametrize("command", ["pretrain.py", "phi finetune", "phi reproduce"])
+def test_cli_reports_bad_input_in_one_line(command, tmp_path):
+    """A typo, a wrong type, an out-of-range value: one line naming the key, in every entry point, before any work."""
+    for key, value, expected in BAD_INPUT:
+        if command == "pretrain.py":
+            cmd = [sys.executable, "recipes/pretrain.py", "--config", "recipes/configs/tiny.yaml", key, value]
+        elif command == "phi finetune":
+            cmd = [sys.executable, "-m", "recipes.cli", "finetune", "--config", "recipes/configs/finetune-tiny.yaml",
+                   key, value]
+        else:
+            cmd = [sys.executable, "-m", "recipes.cli", "reproduce", "--run_dir", str(tmp_path / "run"),
+                   f"--pretrain.{key[2:]}", value]
+        proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+        assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert expected in proc.stderr and "error" in proc.stderr, proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 # --- pieces of the loop --------------------------------------------------------------------------
