@@ -10,7 +10,7 @@ tokenizer -> pretrain -> finetune on exercises -> HumanEval, MBPP, multiple choi
 Example:
     phi reproduce                                              # recipes/configs/tiny.yaml, runs/tiny
     phi reproduce --ablation --run_dir runs/tiny-ablation
-    phi reproduce --pretrain max_steps=50 --finetune max_steps=10 --eval_limit 5 --run_dir runs/smoke
+    phi reproduce --pretrain.max_steps 50 --finetune.max_steps 10 --eval_limit 5 --run_dir runs/smoke
     phi reproduce --push_to_hub my-org --dry_run               # what would be uploaded
 """
 
@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from recipes.config import add_config_arguments, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "recipes" / "configs" / "tiny.yaml"
@@ -85,7 +87,7 @@ def dataset_summary(folder: Path) -> dict[str, Any]:
 
 
 def filtered_code(run: Run, quality_filter: bool = True) -> dict[str, Any]:
-    from datasets_builders.filtered_code import build_filtered_code
+    from datasets_builders.pipelines.filtered_code import build_filtered_code
 
     name = "filtered-code" if quality_filter else "unfiltered-code"
     out = build_filtered_code(run.args.source, run.path("datasets", name), annotate=run.args.annotate,
@@ -130,17 +132,11 @@ def tokenizer(run: Run) -> dict[str, Any]:
 # ---- training stages --------------------------------------------------------------------------
 
 
-def _overrides(pairs: list[str]) -> dict[str, Any]:
-    """`key=value` pairs from the command line; values parsed as YAML (numbers, lists, booleans)."""
-    import yaml
+def _overrides(run: Run, stage: str) -> dict[str, Any]:
+    """The `--pretrain.key value` / `--finetune.key value` flags: the recipes' own syntax, types and checks."""
+    from recipes.config import ConfigParser, overrides_from
 
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"override {pair!r} is not key=value (e.g. --pretrain max_steps=50)")
-        out[key] = yaml.safe_load(value)
-    return out
+    return ConfigParser().parse(overrides_from(run.args, f"{stage}."))
 
 
 def _resume(output_dir: Path) -> dict[str, Any]:
@@ -155,7 +151,7 @@ def pretrain_stage(run: Run, datasets: list[str], name: str = "pretrain") -> dic
     out = run.path(name)
     overrides = {"datasets": [{"path": str(run.path("datasets", d))} for d in datasets],
                  "tokenizer": str(run.path("tokenizer")), "packed_dir": str(run.path("packed", name)),
-                 "output_dir": str(out), "seed": run.args.seed, **_overrides(run.args.pretrain), **_resume(out)}
+                 "output_dir": str(out), "seed": run.args.seed, **_overrides(run, "pretrain"), **_resume(out)}
     result = pretrain(str(run.args.config), overrides)
     return {"input": datasets, "output": str(out / "final"), "config": str(run.args.config), "overrides": overrides,
             "result": result}
@@ -168,7 +164,7 @@ def finetune_stage(run: Run, pretrained: str = "pretrain", name: str = "finetune
     overrides = {"model": str(run.path(pretrained, "final")), "tokenizer": str(run.path(pretrained, "final")),
                  "datasets": [{"path": str(run.path("datasets", "exercises")), "format": "exercises"}],
                  "packed_dir": str(run.path("packed", name)), "output_dir": str(out), "seed": run.args.seed,
-                 **_overrides(run.args.finetune), **_resume(out)}
+                 **_overrides(run, "finetune"), **_resume(out)}
     result = finetune(str(run.args.finetune_config), overrides)
     return {"input": str(run.path("datasets", "exercises")), "output": str(out / "final"),
             "config": str(run.args.finetune_config), "overrides": overrides, "result": result}
@@ -269,8 +265,7 @@ def push(run: Run, org: str, dry_run: bool) -> None:
     targets = [(run.path("datasets", d), f"{org}/phi-tiny-{d}", "dataset") for d in ("filtered-code", "textbook", "exercises")]
     targets.append((run.path("finetune", "final"), f"{org}/phi-tiny", "model"))
     for folder, repo, kind in targets:
-        files = push_folder(folder, repo, kind, dry_run=dry_run)
-        print(f"{'would upload' if dry_run else 'uploaded'} {kind} {repo}: {len(files)} files from {folder}")
+        push_folder(folder, repo, kind, dry_run=dry_run)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -287,8 +282,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detectors", type=lambda s: s.split(","), default=["ngram", "embedding", "ast"],
                         help="decontamination detectors")
     parser.add_argument("--vocab_size", type=int, default=8192)
-    parser.add_argument("--pretrain", nargs="*", default=[], metavar="KEY=VALUE", help="pretraining config overrides")
-    parser.add_argument("--finetune", nargs="*", default=[], metavar="KEY=VALUE", help="finetuning config overrides")
+    # Config overrides in the recipes' syntax behind a prefix: --pretrain.max_steps 50 --finetune.lora
+    add_config_arguments(parser, "pretrain.")
+    add_config_arguments(parser, "finetune.")
     parser.add_argument("--eval_limit", type=int, default=20, help="HumanEval / MBPP problems evaluated")
     parser.add_argument("--max_new_tokens", type=int, default=128)
     parser.add_argument("--mc_tasks", type=lambda s: s.split(","), default=list(MC_TASKS))
@@ -306,6 +302,11 @@ def main(args: argparse.Namespace) -> None:
     if args.restart:
         shutil.rmtree(run_dir, ignore_errors=True)
     run = Run(run_dir, args)
+    for stage, config in (("pretrain", args.config), ("finetune", args.finetune_config)):  # bad keys: before any work
+        try:
+            load_config(config, _overrides(run, stage))
+        except ValueError as err:
+            raise ValueError(f"--{stage}.* overrides: {err}") from None
     start = time.time()
     for stage in stages(args):
         run_stage(run, stage)

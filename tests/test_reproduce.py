@@ -21,10 +21,11 @@ pytestmark = pytest.mark.slow
 # embedding detector is exercised by the default run and by tests/test_decontaminate.py).
 SMALL = ["--source", str(stdlib_root() / "email"), "--annotate", "24", "--textbook_n", "20", "--exercises_n", "40",
          "--detectors", "ngram,ast", "--vocab_size", "1024",
-         "--pretrain", "max_steps=16", "eval_steps=8", "save_steps=4", "logging_steps=4", "global_batch_size=8",
-         "micro_batch_size=8", "seq_len=128",
-         "--finetune", "max_steps=4", "eval_steps=4", "save_steps=2", "global_batch_size=4", "micro_batch_size=4",
-         "seq_len=128",
+         "--pretrain.max_steps", "16", "--pretrain.eval_steps", "8", "--pretrain.save_steps", "4",
+         "--pretrain.logging_steps", "4", "--pretrain.global_batch_size", "8", "--pretrain.micro_batch_size", "8",
+         "--pretrain.seq_len", "128",
+         "--finetune.max_steps", "4", "--finetune.eval_steps", "4", "--finetune.save_steps", "2",
+         "--finetune.global_batch_size", "4", "--finetune.micro_batch_size", "4", "--finetune.seq_len", "128",
          "--eval_limit", "2", "--max_new_tokens", "16", "--mc_tasks", "piqa,arc_easy,winogrande,mmlu", "--mc_limit", "2"]
 DATA_STAGES = ("filtered-code", "textbook", "exercises", "decontaminate", "tokenizer")
 
