@@ -60,7 +60,7 @@ DETECTOR_PRIORITY = {"ast": 0, "ngram": 1, "embedding": 2}
 SCAN_BATCH = 20_000
 REMOVE = ("record", "unit")
 # The AST detector's floors, and why (repeated in the report).
-AST_DEFAULTS = {"min_ast_tokens": 12, "min_item_tokens": 20, "min_item_share": 0.5, "ast_margin": 0.05,
+AST_DEFAULTS = {"min_ast_tokens": 12, "min_item_tokens": 16, "min_item_share": 0.5, "ast_margin": 0.1,
                 "calibration_corpus": "stdlib"}
 FLOOR_REASONS = {
     "min_ast_tokens": "training side: functions shorter than this match too many benchmark shapes by chance",
@@ -132,8 +132,8 @@ def calibrate_ast(detector: AstMatch, corpus: str | os.PathLike) -> tuple[AstCal
 
 
 def build_detectors(names: Sequence[str], items: Sequence[BenchmarkItem], ast_threshold: float = 0.8,
-                    min_ast_tokens: int = 12, min_item_tokens: int = 20, min_item_share: float = 0.5,
-                    ast_margin: float = 0.05, calibration_corpus: str | os.PathLike | None = "stdlib",
+                    min_ast_tokens: int = 12, min_item_tokens: int = 16, min_item_share: float = 0.5,
+                    ast_margin: float = 0.1, calibration_corpus: str | os.PathLike | None = "stdlib",
                     ngram_n: int = 13, ngram_min_matches: int = 1, embedding_model: str | None = None,
                     embedding_threshold: float = 0.8, embedding_metric: str = "cosine",
                     embedding_cache: str | os.PathLike | None = None, workers: int = 1) -> list[Any]:

@@ -595,8 +595,8 @@ class AstMatch:
 
     name = "ast"
 
-    def __init__(self, threshold: float = 0.8, min_tokens: int = 12, min_item_tokens: int = 20,
-                 min_item_share: float = 0.5, margin: float = 0.05, workers: int = 1, block_rows: int = 2048):
+    def __init__(self, threshold: float = 0.8, min_tokens: int = 12, min_item_tokens: int = 16,
+                 min_item_share: float = 0.5, margin: float = 0.1, workers: int = 1, block_rows: int = 2048):
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"AST match-rate threshold must be in (0, 1], got {threshold}")
         if not 0.0 <= min_item_share <= 1.0 or margin < 0.0:
