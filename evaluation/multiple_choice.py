@@ -4,8 +4,9 @@ The phi-1.5 report (arXiv:2309.05463, table 3) scores WinoGrande, ARC-Easy, ARC-
 PIQA, HellaSwag, OpenBookQA (0-shot) and MMLU (2-shot) with LM-Eval conventions; this command gives the
 same numbers lm-evaluation-harness (`lm_eval --model hf`) gives for the same model and data, faster.
 
-Tasks are data: evaluation/tasks/<task>.yaml (data source, split, prompt template, choices, gold, metrics,
-few-shot source), lm-eval's task YAMLs under another schema. Protocol: each choice is scored by the summed
+Tasks are data: the registry's `output_type: multiple_choice` folders (evaluation/tasks/<task>/task.yaml: data
+source, split, prompt template, choices, gold, metrics, few-shot source; hooks.py where a template cannot say
+it), lm-eval's task YAMLs under another schema. Protocol: each choice is scored by the summed
 log-likelihood of its continuation (tokenised as lm-eval does); `acc` = argmax, `acc_norm` = argmax of the
 sum divided by the choice's length in characters; WinoGrande scores the shared suffix after each option
 (partial scoring); MMLU takes the first k dev questions of the subject as shots, in order. Standard errors
@@ -30,11 +31,9 @@ Example:
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import datetime
 import json
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -43,15 +42,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from evaluation.task_functions import PROCESS_DOC
-
+from . import registry
 from .data_paths import shared_data_dir
+from .metrics import aggregate, mean_stderr, pooled_stderr, summarize  # noqa: F401  (tests use them here)
 from .versions import library_versions
 
-TASKS_DIR = Path(__file__).resolve().parent / "tasks"
-REPORT_TASKS = ["piqa", "hellaswag", "arc_easy", "arc_challenge", "winogrande", "boolq", "openbookqa", "siqa", "mmlu"]
+REPORT_GROUP = "commonsense"   # the phi-1.5 report's multiple-choice tasks (their `tags`)
 METRICS = ("acc", "acc_norm")
 Record = dict[str, Any]
 Request = tuple[list[int], list[int]]  # (context tokens, continuation tokens)
@@ -89,25 +86,16 @@ class Task:
     metrics: list[str] = field(default_factory=lambda: list(METRICS))
     group: str | None = None
     variables: dict[str, str] = field(default_factory=dict)
+    process: Any = None  # the hook named by process_doc, resolved from the task's folder
 
 
 def known_tasks() -> list[str]:
-    return sorted(p.stem for p in TASKS_DIR.glob("*.yaml"))
+    """Registered tasks of output_type multiple_choice."""
+    return [n for n in registry.known_tasks() if registry.get_task(n).output_type == "multiple_choice"]
 
 
-def _merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def _read_definition(name: str) -> dict[str, Any]:
-    path = TASKS_DIR / f"{name}.yaml"
-    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if "include" in spec:
-        spec = _merge(_read_definition(Path(spec.pop("include")).stem), spec)
-    return spec
+def report_tasks() -> list[str]:
+    return [n for n in registry.groups().get(REPORT_GROUP, []) if n in known_tasks()]
 
 
 def load_tasks(name: str) -> list[Task]:
@@ -115,18 +103,22 @@ def load_tasks(name: str) -> list[Task]:
     known = known_tasks()
     base, subject = name, None
     if name not in known:
-        base = next((k for k in known if name.startswith(k + "_")), None)
+        base = registry.subtask_base(name)
         subject = name[len(base) + 1:] if base else None
-    if base is None:
+    if base is None or base not in known:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(known)} (and mmlu_<subject>)")
-    spec = _read_definition(base)
-    spec.pop("task", None)
+    task_spec = registry.get_task(base)
+    spec = task_spec.body()
     subtasks = spec.pop("subtasks", None)
     spec.pop("aggregate", None)
-    if subtasks is None:
-        if subject is not None:
-            raise ValueError(f"unknown task {name!r}; {base} has no subtasks; known tasks: {', '.join(known)}")
-        return [Task(name=base, **spec)]
+    try:
+        spec["process"] = task_spec.hook(spec["process_doc"]) if spec.get("process_doc") else None
+        if subtasks is None:
+            if subject is not None:
+                raise ValueError(f"unknown task {name!r}; {base} has no subtasks; known tasks: {', '.join(known)}")
+            return [Task(name=base, **spec)]
+    except TypeError as err:   # a key Task does not know
+        raise ValueError(f"{task_spec.folder / registry.TASK_FILE}: {err}") from None
     values = subtasks["values"]
     if subject is not None and subject not in values:
         raise ValueError(f"unknown task {name!r}; {base} subtasks: {', '.join(values)}")
@@ -297,7 +289,7 @@ def load_records(source: dict[str, Any], task: Task, data_dir: Path,
 def _map_records(records: list[tuple[Record, str]], fields: dict[str, str], task: Task) -> list[tuple[Record, str]]:
     env = _jinja()
     expressions = {k: env.compile_expression(v, undefined_to_none=False) for k, v in fields.items()}
-    process = PROCESS_DOC[task.process_doc] if task.process_doc else None
+    process = task.process
     out = []
     for record, where in records:
         record = {**record, **task.variables}
@@ -577,22 +569,7 @@ def _select_rows(cache: Any, rows: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Metrics, as lm-eval aggregates them
-
-
-def mean_stderr(values: Sequence[float]) -> float | None:
-    """lm-eval's `mean_stderr`: sample standard deviation (n - 1) / sqrt(n); None below two samples."""
-    n = len(values)
-    if n < 2:
-        return None
-    mu = sum(values) / n
-    return math.sqrt(sum((x - mu) ** 2 for x in values) / (n - 1)) / math.sqrt(n)
-
-
-def pooled_stderr(stderrs: Sequence[float], sizes: Sequence[int]) -> float:
-    """lm-eval's `pooled_sample_stderr`, for a group mean weighted by subtask size."""
-    variance = sum((n - 1) * s**2 * n for n, s in zip(sizes, stderrs)) / (sum(sizes) - len(sizes))
-    return math.sqrt(variance / sum(sizes))
+# Per-document metrics (aggregation: evaluation/metrics.py)
 
 
 def doc_metrics(doc: Doc, scores: list[tuple[float, bool]]) -> dict[str, Any]:
@@ -601,27 +578,6 @@ def doc_metrics(doc: Doc, scores: list[tuple[float, bool]]) -> dict[str, Any]:
     pred, pred_norm = int(np.argmax(lls)), int(np.argmax(lls / lengths))
     return {"where": doc.where, "gold": doc.gold, "pred": pred, "pred_norm": pred_norm, "lls": lls.tolist(),
             "greedy": [g for _, g in scores], "acc": float(pred == doc.gold), "acc_norm": float(pred_norm == doc.gold)}
-
-
-def summarize(samples: list[dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"n": len(samples)}
-    for m in metrics:
-        values = [s[m] for s in samples]
-        out[m] = sum(values) / len(values) if values else None
-        out[f"{m}_stderr"] = mean_stderr(values)
-    return out
-
-
-def aggregate(subtasks: dict[str, dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
-    """A group's score: subtask means weighted by size, standard errors pooled (lm-eval's mmlu group)."""
-    parts = [r for r in subtasks.values() if r["n"]]
-    sizes = [r["n"] for r in parts]
-    out: dict[str, Any] = {"n": sum(sizes)}
-    for m in metrics:
-        out[m] = sum(r[m] * r["n"] for r in parts) / sum(sizes) if parts else None
-        stderrs = [r[f"{m}_stderr"] for r in parts]
-        out[f"{m}_stderr"] = pooled_stderr(stderrs, sizes) if parts and None not in stderrs else None
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -665,7 +621,7 @@ def load_model(model: str, dtype: str = "auto", device: str | None = None, trust
     return lm.to(device), tokenizer
 
 
-def evaluate_multiple_choice(model_or_path: Any, tokenizer: Any = None, tasks: Sequence[str] | str = REPORT_TASKS,
+def evaluate_multiple_choice(model_or_path: Any, tokenizer: Any = None, tasks: Sequence[str] | str | None = None,
                              out_dir: str | os.PathLike | None = None, limit: int | None = None,
                              num_fewshot: int | str | dict[str, int] | None = None, batch_size: int = 32,
                              data_dir: str | os.PathLike | None = None, dtype: str = "auto",
@@ -680,7 +636,7 @@ def evaluate_multiple_choice(model_or_path: Any, tokenizer: Any = None, tasks: S
     listed under `skipped` with the reason instead of failing the run.
     """
     started = time.perf_counter()
-    names = [t.strip() for t in tasks.split(",")] if isinstance(tasks, str) else list(tasks)
+    names = registry.resolve_tasks(tasks) if tasks is not None else report_tasks()
     definitions = {name: load_tasks(name) for name in names}  # unknown names fail before anything loads
     import torch
 
@@ -824,8 +780,8 @@ def write_results(report: dict[str, Any], samples: dict[str, list[dict]], out_di
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="local checkpoint folder or Hub id (any AutoModelForCausalLM)")
-    parser.add_argument("--tasks", default=",".join(REPORT_TASKS),
-                        help=f"comma-separated; known: {', '.join(known_tasks())}, mmlu_<subject> (default: all)")
+    parser.add_argument("--tasks", default=REPORT_GROUP,
+                        help="comma-separated tasks or groups; `phi eval --list` shows them (default: commonsense)")
     parser.add_argument("--num_fewshot", default=None,
                         help="N for every task, or task=N,...; default per task as the phi-1.5 report (mmlu 2, else 0)")
     parser.add_argument("--limit", type=int, default=None, help="first N documents of each task (of each MMLU subject)")

@@ -18,7 +18,7 @@ from evaluation.code_eval import (
     score_samples,
     truncate_at_stop,
 )
-from evaluation.passk import estimate_pass_at_k, pass_at_ks
+from evaluation.metrics import estimate_pass_at_k, pass_at_ks
 
 METRIC_DIR = Path(__file__).resolve().parents[1] / "evaluation" / "code_eval_metric"
 
@@ -44,12 +44,11 @@ def test_humaneval_canonical_solutions_all_pass(tmp_path):
 
 
 def test_mbpp_splits_and_reference_solutions(shared_data, tmp_path):
-    data_dir = shared_data / "mbpp"
-    test = load_problems("mbpp", "test", data_dir)
+    test = load_problems("mbpp", "test", shared_data)
     assert len(test) == 500 and test[0]["task_id"] == "Mbpp/11" and test[-1]["task_id"] == "Mbpp/510"
     assert test[0]["prompt"] == f'"""\n{test[0]["text"]}\n{test[0]["first_test"]}\n"""\n'
-    assert len(load_problems("mbpp", "sanitized", data_dir)) == 427
-    assert len(load_problems("mbpp", "sanitized-test", data_dir)) == 257
+    assert len(load_problems("mbpp", "sanitized", shared_data)) == 427
+    assert len(load_problems("mbpp", "sanitized-test", shared_data)) == 257
     samples = [{"task_id": p["task_id"], "completion": p["reference"]} for p in test]
     results = score_samples("mbpp", samples, tmp_path, problems=test, progress=False)
     failed = {t for t, c in results["per_problem"].items() if c["correct"] != 1}
@@ -103,7 +102,7 @@ def test_bad_samples_files_name_the_line(tmp_path):
 
 
 def test_missing_mbpp_data_dir_names_path_and_hub_id(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"no-such-dir/mbpp.jsonl.*google-research-datasets/mbpp"):
+    with pytest.raises(FileNotFoundError, match=r"no-such-dir/mbpp/mbpp.jsonl.*PHI_DATA_DIR.*google-research-datasets/mbpp"):
         load_problems("mbpp", data_dir=tmp_path / "no-such-dir")
 
 
@@ -117,7 +116,7 @@ def test_cli_reports_bad_input_as_one_line(tmp_path, capsys):
 
 
 def test_mbpp_samples_accept_numeric_task_ids_and_score_partial_files(shared_data, tmp_path):
-    problems = load_problems("mbpp", data_dir=shared_data / "mbpp")
+    problems = load_problems("mbpp", data_dir=shared_data)
     by_id = {p["task_id"]: p for p in problems}
     path = _write(tmp_path / "s.jsonl", [json.dumps({"task_id": 11, "completion": by_id["Mbpp/11"]["reference"]}),
                                          json.dumps({"task_id": "Mbpp/12", "completion": "def f(:"})])
@@ -163,7 +162,7 @@ def test_stopping_criteria_judge_each_sequence_on_its_generated_text(shared_data
     import torch
     from transformers import AutoTokenizer
 
-    from evaluation.code_eval import _stopping_criteria
+    from evaluation.backends.transformers import _stopping_criteria
     tokenizer = AutoTokenizer.from_pretrained(shared_data / "tokenizers" / "phi-2")
     prompt = tokenizer("def f():\n")["input_ids"]   # ends with a newline: "\ndef" must not match across it
     rows = ["    return 1\ndef", "def g", "    x = 1\n    # note", "    return 2\n#"]
@@ -214,7 +213,7 @@ def test_generation_end_to_end_with_a_tiny_model(tiny_model_dir, tmp_path):
 def test_cli_scores_mbpp_with_a_model(tiny_model_dir, shared_data, tmp_path, capsys):
     from recipes.cli import main
     main(["eval", "mbpp", "--model", str(tiny_model_dir), "--limit", "2", "--max_new_tokens", "8",
-          "--data_dir", str(shared_data / "mbpp"), "--output", str(tmp_path)])
+          "--data_dir", str(shared_data), "--output", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["task"] == "mbpp" and results["num_problems"] == 2 and "pass@1" in results["pass@k"]
     assert results["protocol"]["prompt_style"].startswith("zero-shot")

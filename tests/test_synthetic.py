@@ -18,12 +18,12 @@ import yaml
 from datasets_builders.diversity import NearDuplicates, diversity_report
 from datasets_builders.exercises import Deduplicate, build_exercises
 from datasets_builders.hub_dataset import is_complete, read_build_info, read_records
-from datasets_builders.llm_client import CACHE_FILE, OpenAIClient, ResponseCache
 from datasets_builders.mining import doctest_asserts, exercise_from_code, mine_exercises, program
 from datasets_builders.prompts import DATA_DIR, PromptSampler
 from datasets_builders.sources import LocalPythonFiles, stdlib_root
 from datasets_builders.teachers import OpenAITeacher, TransformersTeacher
 from datasets_builders.textbook import build_textbook
+from evaluation.backends.openai_client import CACHE_FILE, OpenAIClient, ResponseCache
 from evaluation.sandbox import run_programs
 from tests.serving import TransformersServer, free_port, save_scripted_chat_model
 

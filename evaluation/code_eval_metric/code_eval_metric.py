@@ -19,7 +19,7 @@ import datasets
 import evaluate
 
 try:
-    from evaluation.passk import pass_at_ks
+    from evaluation.metrics import pass_at_ks
     from evaluation.sandbox import run_programs
 except ImportError as err:  # evaluate copies this file into its cache: the package must be installed
     raise ImportError("code_eval_metric needs the phi-textbooks package: pip install -e <repo>") from err

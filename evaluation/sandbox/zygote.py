@@ -1,4 +1,4 @@
-"""The sandbox's zygote: `python -I sandbox_zygote.py LIMITS_JSON`, forking one contained child per program.
+"""The sandbox's zygote: `python -I zygote.py LIMITS_JSON`, forking one contained child per program.
 
 Started by `evaluation.sandbox` (read its docstring for the containment). Protocol: one JSON request per
 line on stdin ({"source", "timeout", "as_main"}), one JSON answer per line on stdout ({"passed",

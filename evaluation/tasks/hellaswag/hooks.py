@@ -1,8 +1,4 @@
-"""Named per-document functions that task definitions (evaluation/tasks/*.yaml) point to by `process_doc`.
-
-A task is data; the rare step a template cannot express (regular expressions, say) is a small function
-here, looked up by name. Each takes one record and returns it with the fields the templates read added.
-"""
+"""HellaSwag's hook: `process_doc: hellaswag_preprocess` in task.yaml (lm-eval's preprocessing, by name)."""
 
 from __future__ import annotations
 
@@ -26,5 +22,3 @@ def hellaswag_preprocess(doc: Record) -> Record:
     return {**doc, "query": _clean_hellaswag(doc["activity_label"] + ": " + context),
             "choices": [_clean_hellaswag(ending) for ending in doc["endings"]]}
 
-
-PROCESS_DOC = {"hellaswag_preprocess": hellaswag_preprocess}
