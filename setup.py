@@ -39,9 +39,12 @@ setup(
         "httpx>=0.27,<1",
         "jinja2>=3.1,<4",
         "markdown>=3.5,<4",
+        "datatrove>=0.10.1,<0.11",  # the data pipelines' blocks and executors
+        "orjson>=3.9,<4",  # datatrove's JSONL reader / writer
     ],
     extras_require={
         "flash": ["flash-attn>=2.5"],
+        "ray": ["ray>=2.60,<3"],  # phi data ... --executor ray
         "serve": ["transformers[serving]>=5.5.0,<6"],
         "suite": ["parameterized>=0.9,<1"],  # tests/transformers_suite: transformers' own model tests use it
         "dev": ["pytest>=8.0", "pytest-timeout>=2.3", "ruff>=0.6", "lm-eval>=0.4.5,<0.5", "transformers[serving]>=5.5.0,<6"],

@@ -1,154 +1,173 @@
-"""Files per second for each stage of `phi data filtered-code` on the standard library, and MinHash
-near-dedup against a naive all-pairs Jaccard baseline.
+"""Bounded memory and throughput of `phi data filtered-code` on synthetic JSONL corpora of distinct Python files.
 
-Stages run one after the other on the output of the previous one (read -> parses -> size -> generated /
-data-only -> exact dedup -> near dedup -> heuristic annotation -> embedding -> classifier), `--rounds`
-times, and the median is reported. Each stage parses for itself here; in the builder the parse stage's
-AST is reused by the generated / data-only filter, so the pipeline is faster than the sum of these rows.
+Each size runs as its own `phi data filtered-code` process (default executor: local, 1 task); we report its
+peak RSS (ru_maxrss of the child), wall time and files/s, and the RSS growth from the smallest size to the
+largest. With the datatrove pipeline nothing holds the corpus, so the growth must stay small while the
+corpus grows 32x (the list-based builder before it grew ~26 KB a file: 521 MB at 1,000 -> 1,339 MB at 32,000).
 
-The dedup comparison plants `--planted` near copies (a few lines edited) among `--sample` stdlib files;
-both methods shingle the same way and keep the first copy; rounds interleave them (naive, MinHash, naive,
-...) so the machine's noise hits both. We report the speed ratio and how many of the naive method's
-removals MinHash finds (recall) and how many of its removals are true (precision).
+    python benchmarks/filtered_code.py                                  # --no-quality-filter, 1,000 and 32,000
+    python benchmarks/filtered_code.py --quality-filter --sizes 500 4000  # annotate + embed + classify too
+    python benchmarks/filtered_code.py --sizes 1000 4000 --tasks 2 --workers 2
+    python benchmarks/filtered_code.py --sizes 1000 4000 --reference 1f565b6   # interleaved with an older commit
 
-    python benchmarks/filtered_code.py                  # 3 rounds, 64 files embedded, 300 + 30 for dedup
-    python benchmarks/filtered_code.py --rounds 1 --embed 32
+`--reference REV` runs that commit's `phi data filtered-code` (extracted with `git archive`, same venv) on the
+same rows (one JSONL file: the list-based builder did not read folders of JSONL) right after ours, per size,
+so both see the same machine load; the table then has both rows and the JSON their ratios.
+
+The corpus: `synthetic_code_corpus` writes documented functions with loops and branches, ~3.5 KB a file, all
+distinct, plus a few planted exact copies (re-indented blank lines) and near copies (one line changed), in
+JSONL shards of 1,000 rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
-import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 from benchmarks.common import print_table, write_results  # noqa: E402
-from datasets_builders.annotators import HeuristicAnnotator  # noqa: E402
-from datasets_builders.embedder import Embedder, default_model_path  # noqa: E402
-from datasets_builders.pipeline import run_pipeline  # noqa: E402
-from datasets_builders.prefilters import (  # noqa: E402
-    ExactDedup,
-    GeneratedOrData,
-    MinHashDedup,
-    ParsesAsPython,
-    SizeBounds,
-    parse_python,
-    shingles,
-)
-from datasets_builders.quality_classifier import QualityClassifier  # noqa: E402
-from datasets_builders.sources import LocalPythonFiles  # noqa: E402
+
+WORDS = ("value", "total", "count", "index", "item", "result", "buffer", "node", "weight", "score", "limit", "key",
+         "row", "column", "name", "price", "level", "queue", "stack", "path", "token", "width", "height", "step")
+VERBS = ("compute", "merge", "count", "find", "sort", "parse", "update", "filter", "collect", "scale", "split", "walk")
 
 
-def timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
+def synthetic_file(rng: random.Random, index: int) -> str:
+    """One distinct, documented Python module of about 3.5 KB."""
+    parts = [f'"""Utilities for the {rng.choice(WORDS)} {rng.choice(WORDS)} problem number {index}."""\n']
+    while sum(map(len, parts)) < 3400:
+        a, b, c = rng.sample(WORDS, 3)
+        name = f"{rng.choice(VERBS)}_{a}_{b}_{index}_{len(parts)}"
+        k = rng.randint(2, 97)
+        parts.append(
+            f"\n\ndef {name}({a}s, {c}={k}):\n"
+            f'    """Return the {b} of the {a}s, {rng.choice(VERBS)}ing each above {c}."""\n'
+            f"    {b} = 0\n"
+            f"    for {a} in {a}s:\n"
+            f"        if {a} > {c}:\n"
+            f"            {b} += {a} * {rng.randint(2, 9)}\n"
+            f"        elif {a} % {rng.randint(2, 7)} == 0:\n"
+            f"            {b} -= {rng.randint(1, 50)}\n"
+            f"    return {b}\n")
+    return "".join(parts)
 
 
-def stage_round(embed_n: int, embedder: Embedder) -> dict[str, tuple[int, float]]:
-    """One pass over the stdlib; {stage: (files in, seconds)}."""
-    parse_python.cache_clear()  # each round parses for itself
-    times: dict[str, tuple[int, float]] = {}
-    records, seconds = timed(lambda: list(LocalPythonFiles()))
-    times["read"] = (len(records), seconds)
-    for step in (ParsesAsPython(), SizeBounds(), GeneratedOrData(), ExactDedup(), MinHashDedup(seed=0)):
-        parse_python.cache_clear()  # as if the step ran alone: no AST left over from the previous one
-        kept, seconds = timed(lambda s=step, rs=records: run_pipeline([s], [dict(r) for r in rs]).kept)
-        times[step.name] = (len(records), seconds)
-        records = kept
-    texts = [r["text"] for r in records]
-    parse_python.cache_clear()
-    _, seconds = timed(lambda: HeuristicAnnotator().scores(texts))
-    times["annotate (heuristic)"] = (len(texts), seconds)
-    embedder.cache = None  # measure the model, not the cache
-    vectors, seconds = timed(lambda: embedder.embed(texts[:embed_n]))
-    name = "all-MiniLM-L6-v2" if embedder.model_id == default_model_path() else Path(embedder.model_id).name
-    times[f"embed ({name}, {embedder.max_length} tok)"] = (len(vectors), seconds)
-    X = np.resize(vectors, (len(texts), vectors.shape[1]))  # every file, for the classifier's timing
-    y = np.arange(len(texts)) % 2 == 0
-    clf = QualityClassifier(seed=0)
-    _, seconds = timed(lambda: (clf.fit(X, y), clf.score(X)))
-    times["classifier fit+score"] = (len(texts), seconds)
-    return times
-
-
-def planted_corpus(n: int, planted: int, seed: int = 0) -> list[dict]:
-    """`n` stdlib files plus `planted` near copies of some of them (3 lines changed each), shuffled."""
+def synthetic_code_corpus(folder: Path, n: int, seed: int = 0, shard_rows: int = 1000,
+                          planted: float = 0.01) -> dict[str, int]:
+    """`n` rows in JSONL shards under `folder`; about `planted` of them exact copies and as many near copies of
+    earlier rows (in other shards where possible). Returns the counts."""
     rng = random.Random(seed)
-    files = [r for r in LocalPythonFiles() if 2_000 < len(r["text"]) < 60_000][:n]
-    copies = []
-    for i, original in enumerate(rng.sample(files, planted)):
-        lines = original["text"].splitlines()
-        for j in rng.sample(range(len(lines)), 3):
-            lines[j] = f"# edited {i}-{j}"
-        copies.append({"id": f"copy-of-{original['id']}", "text": "\n".join(lines)})
-    corpus = files + copies
-    rng.shuffle(corpus)
-    return corpus
-
-
-def naive_dedup(records: list[dict], threshold: float = 0.8, ngram: int = 5) -> set[str]:
-    """Exact Jaccard against every kept file: O(n^2) set intersections. Returns the removed ids."""
-    kept: list[set[bytes]] = []
-    removed = set()
-    for record in records:
-        s = shingles(record["text"], ngram)
-        if any(len(s & k) / len(s | k) >= threshold for k in kept):
-            removed.add(record["id"])
+    folder.mkdir(parents=True, exist_ok=True)
+    originals: list[str] = []
+    counts = {"rows": 0, "exact_copies": 0, "near_copies": 0}
+    shard = None
+    for i in range(n):
+        if i % shard_rows == 0:
+            if shard:
+                shard.close()
+            shard = (folder / f"code-{i // shard_rows:05d}.jsonl").open("w")
+        roll = rng.random()
+        if originals and roll < planted:
+            text = rng.choice(originals).replace("\n\n\n", "\n\n  \n\n")  # same once normalised
+            counts["exact_copies"] += 1
+        elif originals and roll < 2 * planted:
+            lines = rng.choice(originals).splitlines()
+            j = rng.randrange(1, len(lines))
+            lines[j] = lines[j] + "  # edited"
+            text = "\n".join(lines) + "\n"
+            counts["near_copies"] += 1
         else:
-            kept.append(s)
-    return removed
+            text = synthetic_file(rng, i)
+            if len(originals) < 1000:
+                originals.append(text)
+        shard.write(json.dumps({"id": f"doc-{i:07d}", "content": text, "path": f"synthetic/{i}.py",
+                                "license": "MIT"}) + "\n")
+        counts["rows"] += 1
+    if shard:
+        shard.close()
+    return counts
 
 
-def minhash_dedup(records: list[dict], threshold: float = 0.8) -> set[str]:
-    result = run_pipeline([MinHashDedup(threshold, seed=0)], records)
-    return {r["id"] for r in result.removed}
+def run_size(n: int, args: argparse.Namespace, root: Path, reference: Path | None = None) -> dict[str, object]:
+    corpus = root / f"corpus-{n}"
+    counts = synthetic_code_corpus(corpus, n, seed=args.seed)
+    out = root / f"out-{n}" if reference is None else root / f"ref-out-{n}"
+    source = corpus
+    if reference is not None:
+        source = corpus.with_suffix(".jsonl")
+        with source.open("w") as f:
+            for shard in sorted(corpus.glob("*.jsonl")):
+                f.write(shard.read_text())
+    cmd = [sys.executable, "-m", "recipes.cli", "data", "filtered-code", "--input", str(source), "--output", str(out),
+           "--content-column", "content"]
+    cmd += ["--tasks", str(args.tasks), "--workers", str(args.workers)] if reference is None else []
+    cmd += ["--annotate", str(args.annotate)] if args.quality_filter else ["--no-quality-filter"]
+    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: measure each size in its own wrapper process.
+    wrapper = ("import resource, subprocess, sys, json; r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
+               "stderr=subprocess.PIPE, text=True); print(json.dumps({'rc': r.returncode, 'err': r.stderr[-2000:], "
+               "'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))")
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True,
+                            cwd=reference, env={**os.environ, "PYTHONPATH": str(reference or REPO)})
+    seconds = time.perf_counter() - start
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    if report["rc"] != 0:
+        raise RuntimeError(f"size {n} failed:\n{report['err']}")
+    info = json.loads((out / "build_info.json").read_text())
+    if reference is None:
+        assert info["count_check"]["read"] == info["count_check"]["kept_plus_removed"] == n, info["count_check"]
+    return {"builder": "datatrove pipeline" if reference is None else f"reference {args.reference}", "files": n, "quality_filter": args.quality_filter, "tasks": args.tasks, "workers": args.workers,
+            "peak_rss_mb": round(report["maxrss_kb"] / 1024, 1), "seconds": round(seconds, 1),
+            "files_per_s": round(n / seconds, 1), "kept": info["rows"], "removed": info["removed_rows"],
+            "removed_by_reason": info.get("removed_by_reason"), **counts}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--embed", type=int, default=64, help="files embedded per round")
-    parser.add_argument("--sample", type=int, default=300)
-    parser.add_argument("--planted", type=int, default=30)
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="default: 1000 32000 (500 4000 with "
+                        "--quality-filter)")
+    parser.add_argument("--quality-filter", action="store_true", help="annotate + embed + classify as well")
+    parser.add_argument("--annotate", type=int, default=200)
+    parser.add_argument("--tasks", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reference", default=None, help="a commit whose builder runs on the same rows, interleaved")
+    parser.add_argument("--keep", default=None, help="folder to keep corpora and outputs in (default: a temp dir)")
     args = parser.parse_args()
-
-    embedder = Embedder()
-    embedder.embed(["warm up"])
-    rounds = [stage_round(args.embed, embedder) for _ in range(args.rounds)]
-    stage_rows = []
-    for stage in rounds[0]:
-        n = rounds[0][stage][0]
-        seconds = statistics.median(r[stage][1] for r in rounds)
-        stage_rows.append({"stage": stage, "files": n, "seconds": round(seconds, 3), "files_per_s": round(n / seconds, 1)})
-    print_table(stage_rows, ["stage", "files", "seconds", "files_per_s"])
-
-    corpus = planted_corpus(args.sample, args.planted)
-    naive_times, minhash_times = [], []
-    for _ in range(args.rounds):
-        truth, seconds = timed(lambda: naive_dedup(corpus))
-        naive_times.append(seconds)
-        found, seconds = timed(lambda: minhash_dedup([dict(r) for r in corpus]))
-        minhash_times.append(seconds)
-    naive_s, minhash_s = statistics.median(naive_times), statistics.median(minhash_times)
-    dedup_row = {"files": len(corpus), "planted": args.planted, "naive_removed": len(truth),
-                 "minhash_removed": len(found), "naive_s": round(naive_s, 3), "minhash_s": round(minhash_s, 3),
-                 "speedup": round(naive_s / minhash_s, 2),
-                 "recall": round(len(found & truth) / len(truth), 3) if truth else None,
-                 "precision": round(len(found & truth) / len(found), 3) if found else None}
-    print()
-    print_table([dedup_row], list(dedup_row))
-    import os
-
-    write_results("filtered_code", stage_rows, dedup=dedup_row, rounds=args.rounds, load_average=os.getloadavg(),
-                  note="stages run sequentially on the previous stage's output; median of rounds; the machine is "
-                       "shared (see load_average)")
+    sizes = args.sizes or ([500, 4000] if args.quality_filter else [1000, 32000])
+    rows, ratios = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.keep) if args.keep else Path(tmp)
+        reference = None
+        if args.reference:
+            reference = root / "reference"
+            reference.mkdir(parents=True, exist_ok=True)
+            archive = subprocess.run(["git", "archive", args.reference], cwd=REPO, capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", str(reference)], input=archive.stdout, check=True)
+        for n in sizes:
+            rows.append(run_size(n, args, root))
+            if reference is not None:
+                rows.append(run_size(n, args, root, reference))
+                ratios.append({"files": n, "files_per_s_ratio": round(rows[-2]["files_per_s"] / rows[-1]["files_per_s"], 2),
+                               "peak_rss_ratio": round(rows[-2]["peak_rss_mb"] / rows[-1]["peak_rss_mb"], 2)})
+    ours = [r for r in rows if r["builder"] == "datatrove pipeline"]
+    growth = ours[-1]["peak_rss_mb"] - ours[0]["peak_rss_mb"]
+    print_table(rows, ["builder", "files", "quality_filter", "tasks", "peak_rss_mb", "seconds", "files_per_s", "kept",
+                       "removed"])
+    print(f"peak RSS growth {sizes[0]} -> {sizes[-1]} files: {growth:+.1f} MB")
+    for r in ratios:
+        print(f"{r['files']} files: ours / reference files/s {r['files_per_s_ratio']}, peak RSS {r['peak_rss_ratio']}")
+    name = "filtered_code_memory" + ("_quality" if args.quality_filter else "")
+    write_results(name, rows, rss_growth_mb=round(growth, 1), sizes=sizes, ratios=ratios, reference=args.reference)
 
 
 if __name__ == "__main__":

@@ -2,28 +2,33 @@
 
 phi-1 had GPT-4 annotate ~100k files with their "educational value for a student whose goal is to learn
 basic coding concepts", and trained a classifier on those labels. `LLMJudge` asks any OpenAI-compatible
-endpoint the same question (prompt in data/educational_value.yaml) through `llm_client.OpenAIClient`
+endpoint the same question (prompt in data/educational_value.yaml) through `evaluation.backends.openai_client.OpenAIClient`
 (concurrent, retried with backoff, cached by request content, so a rerun resumes) and parses the score
 robustly; `HeuristicAnnotator` scores the same 0-10 scale from documented features when no endpoint is given.
-`Annotate` is the pipeline step: it labels a seeded sample of the stream and passes every record on.
+`SampleKeys` -> `ChooseSample` pick a seeded sample of `--annotate N` documents out of the whole corpus
+(the N smallest keys, whatever the number of tasks); `Annotate` labels the chosen ones and passes every
+document on.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import heapq
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .pipeline import Record, Step
-from .prefilters import literal_fraction, parse_python
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
 
-PROMPT_FILE = Path(__file__).parent / "data" / "educational_value.yaml"
+from ..filters.prefilters import literal_fraction, parse_python
+from ..writers import IntermediateWriter
+
+PROMPT_FILE = Path(__file__).parents[1] / "data" / "educational_value.yaml"
 NUMBER = r"(\d+(?:\.\d+)?)"
 # Most specific first; within a pattern the LAST match wins (a reply states its verdict at the end).
 SCORE_PATTERNS = [
@@ -72,7 +77,7 @@ class LLMJudge:
     def __init__(self, base_url: str, model: str, cache_dir: str | os.PathLike | None = None, concurrency: int = 8,
                  timeout: float = 120, max_retries: int = 5, prompt_file: str | os.PathLike = PROMPT_FILE,
                  **client_kwargs: Any):
-        from .llm_client import OpenAIClient
+        from evaluation.backends.openai_client import OpenAIClient
 
         if not model:
             raise ValueError("--judge-model is required with --judge-url (the model name the endpoint serves)")
@@ -166,32 +171,97 @@ def sample_key(seed: int, record_id: str) -> str:
     return hashlib.sha1(f"{seed}:{record_id}".encode()).hexdigest()
 
 
-class Annotate(Step):
-    """Labels a seeded sample of `n` records with `annotator`; every record passes, with columns
-    `edu_score` (0-10 or None), `edu_label` (score >= label_threshold, or None) and `edu_annotation`
-    (the judge's reply or the heuristic's features) -- None outside the sample."""
+class SampleKeys(PipelineStep):
+    """Passes documents on; remembers this task's `n` smallest sample keys and writes them to `folder`."""
 
+    type = "🏷️ - ANNOTATE"
+    name = "sample keys"
+
+    def __init__(self, folder: str | os.PathLike, n: int, seed: int = 0):
+        super().__init__()
+        self.folder, self.n, self.seed = Path(folder), n, seed
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        heap: list[tuple[str, str]] = []  # max-heap by key (negated through the reverse order of hex digits)
+        for doc in data:
+            key = sample_key(self.seed, doc.id)
+            item = (_invert(key), doc.id)
+            if len(heap) < self.n:
+                heapq.heappush(heap, item)
+            elif item > heap[0]:
+                heapq.heapreplace(heap, item)
+            yield doc
+        self.folder.mkdir(parents=True, exist_ok=True)
+        keys = sorted((_invert(k), i) for k, i in heap)
+        (self.folder / f"{rank:05d}.json").write_text(json.dumps(keys))
+        self.stat_update("sampled", value=len(keys))
+
+
+def _invert(key: str) -> str:
+    return key.translate(str.maketrans("0123456789abcdef", "fedcba9876543210"))
+
+
+class ChooseSample(PipelineStep):
+    """One task: the `n` smallest keys over every task's candidates -> `chosen.json` (the ids to annotate)."""
+
+    type = "🏷️ - ANNOTATE"
+    name = "choose sample"
+
+    def __init__(self, folder: str | os.PathLike, n: int):
+        super().__init__()
+        self.folder, self.n = Path(folder), n
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        candidates = [tuple(c) for f in sorted(self.folder.glob("0*.json")) for c in json.loads(f.read_text())]
+        chosen = sorted(candidates)[:self.n]
+        (self.folder / "chosen.json").write_text(json.dumps([i for _, i in chosen]))
+        self.stat_update("chosen", value=len(chosen))
+        return iter(())
+
+
+class Annotate(PipelineStep):
+    """Labels the chosen documents with the judge (`judge_url` + `judge_model`) or the heuristic; every document
+    passes, with `edu_score` (0-10 or None), `edu_label` (score >= label_threshold, or None) and
+    `edu_annotation` (the judge's reply or the heuristic's features), None outside the sample. The labelled
+    ones are also written to `labelled` for the classifier's fit. Requests go out `batch` documents at a
+    time (the judge's concurrency works within a batch)."""
+
+    type = "🏷️ - ANNOTATE"
     name = "annotate"
 
-    def __init__(self, annotator: LLMJudge | HeuristicAnnotator, n: int, seed: int = 0, label_threshold: float = 6):
+    def __init__(self, chosen_file: str | os.PathLike, labelled: str | os.PathLike, label_threshold: float,
+                 judge_url: str | None = None, judge_model: str | None = None, cache_dir: str | os.PathLike | None = None,
+                 concurrency: int = 8, batch: int = 256):
         super().__init__()
-        self.annotator, self.n, self.seed, self.label_threshold = annotator, n, seed, label_threshold
+        if judge_url and not judge_model:
+            raise ValueError("--judge-model is required with --judge-url (the model name the endpoint serves)")
+        self.chosen_file, self.labelled = Path(chosen_file), str(labelled)
+        self.label_threshold, self.batch = label_threshold, batch
+        self.judge = (judge_url, judge_model, cache_dir, concurrency)
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        records = list(records)
-        chosen = sorted(range(len(records)), key=lambda i: sample_key(self.seed, records[i]["id"]))[:self.n]
-        chosen.sort()  # ask in stream order: the same requests in the same order on a rerun
-        scores = self.annotator.scores([records[i]["text"] for i in chosen])
-        details = self.annotator.details()
-        annotated = {i: (s, d) for i, s, d in zip(chosen, scores, details)}
-        for i, record in enumerate(records):
-            score, detail = annotated.get(i, (None, None))
-            record["edu_score"] = score
-            record["edu_label"] = None if score is None else bool(score >= self.label_threshold)
-            record["edu_annotation"] = detail
-            self.stats["in"] += 1
-            self.stats["annotated"] += score is not None
-            self.stats["positive"] += bool(record["edu_label"])
-            yield record
-        for key, value in self.annotator.stats.items():
-            self.stats[f"annotator:{key}"] = value
+    def annotator(self) -> LLMJudge | HeuristicAnnotator:
+        url, model, cache_dir, concurrency = self.judge
+        return LLMJudge(url, model, cache_dir=cache_dir, concurrency=concurrency) if url else HeuristicAnnotator()
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from datatrove.utils.batching import batched
+
+        chosen = set(json.loads(self.chosen_file.read_text()))
+        annotator = self.annotator()
+        with IntermediateWriter(self.labelled) as labelled:
+            for batch in batched(data, self.batch):
+                picked = [doc for doc in batch if doc.id in chosen]
+                scores = annotator.scores([doc.text for doc in picked]) if picked else []
+                details = annotator.details() if picked else []
+                annotated = {doc.id: (s, d) for doc, s, d in zip(picked, scores, details)}
+                for doc in batch:
+                    score, detail = annotated.get(doc.id, (None, None))
+                    doc.metadata.update(edu_score=score, edu_annotation=detail,
+                                        edu_label=None if score is None else bool(score >= self.label_threshold))
+                    self.stat_update("annotated" if score is not None else "not_sampled")
+                    if score is not None:
+                        self.stat_update("positive" if doc.metadata["edu_label"] else "negative")
+                        labelled.write(doc, rank)
+                    yield doc
+        for key, value in annotator.stats.items():
+            self.stat_update(f"annotator_{key}", value=value)

@@ -1,0 +1,56 @@
+"""The embedder as a datatrove block: batched forward passes on `--device`, vectors attached to documents.
+
+`Embed` reads `batch` documents at a time, embeds their text with `datasets_builders.embedder.Embedder`
+(mean-pooled hidden states; cached on disk by text hash, so the fit and score stages never embed a file
+twice) and stores the vector under `EMBEDDING` in the metadata, for the next block (the classifier's fit
+or the quality score) to pop before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+EMBEDDING = "_embedding"
+
+
+class Embed(PipelineStep):
+    """Attach an L2-normalised embedding of each document's text (see the module docstring)."""
+
+    type = "🔢 - EMBED"
+    name = "embed"
+
+    def __init__(self, model: str | None = None, device: str = "cpu", batch_size: int = 32,
+                 max_length: int | None = None, cache_dir: str | os.PathLike | None = None, chunk: int = 256):
+        super().__init__()
+        self.options = dict(model=model, device=device, batch_size=batch_size, max_length=max_length,
+                            cache_dir=cache_dir)
+        self.chunk = chunk
+        self._embedder = None
+
+    @property
+    def embedder(self):
+        if self._embedder is None:  # built in the task, not pickled with the pipeline
+            from ..embedder import Embedder
+
+            self._embedder = Embedder(**self.options)
+        return self._embedder
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from datatrove.utils.batching import batched
+
+        for batch in batched(data, self.chunk):
+            with self.track_time("batch"):
+                vectors = self.embedder.embed([doc.text for doc in batch])
+            for doc, vector in zip(batch, vectors):
+                doc.metadata[EMBEDDING] = vector
+                self.stat_update("embedded")
+                yield doc
+        if self._embedder is not None:
+            for key, value in self._embedder.stats.items():
+                self.stat_update(f"embedder_{key}", value=value)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_embedder": None}
