@@ -11,7 +11,7 @@ files are kept in this repository: they are assembled in a cache folder outside 
    top-level `tests/*.py` (test_modeling_common.py, test_configuration_common.py, test_pipeline_mixin.py, ...);
 2. `--tests-src DIR`, a transformers source tree (e.g. `git clone --depth 1 --branch v<version>
    https://github.com/huggingface/transformers`), for what the sdist does not ship: tests/causal_lm_tester.py,
-   tests/generation/, tests/exporters/, tests/utils/, tests/models/phi/. Files already in the cache are kept.
+   tests/generation/, tests/exporters/, tests/utils/, tests/models/phi/ (they replace earlier copies in the cache).
 
 pytest then runs the phi module twice, once as is ("native") and once with `phi_substitute.py` swapping in our
 classes ("ours"), and the outcomes are compared test by test. Results: a table on stdout and JSON
@@ -84,17 +84,20 @@ def fetch_sdist(version: str, root: Path) -> None:
 
 
 def overlay_source_tree(src: Path, root: Path) -> list[str]:
-    """Copy from a transformers source tree the suite files the cache lacks; returns the paths copied."""
+    """Copy from a transformers source tree the suite files the sdist lacks; returns the paths copied."""
     if not (src / "tests").is_dir():
         sys.exit(f"run_suite: --tests-src {src} has no tests/ folder; give the root of a transformers checkout")
+    # optional PROVENANCE.json in the tree: {"tests/...": "where this copy came from"} (e.g. for a partial tree)
+    provenance = json.loads((src / "PROVENANCE.json").read_text()) if (src / "PROVENANCE.json").is_file() else {}
     copied = []
     for rel in FROM_SOURCE_TREE + (TINY_MODEL_SUMMARY,):
         source, target = src / rel, root / rel
-        if source.is_file() and (not target.is_file() or STUB_MARK in target.read_text(errors="ignore")):
+        if source.is_file() and (not target.is_file() or sha256(source) != sha256(target)):
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
             (root / "ORIGIN").mkdir(exist_ok=True)
-            (root / "ORIGIN" / rel.replace("/", "__")).write_text(f"{source}\n")
+            origin = f"{source}" + (f" ({provenance[rel]})" if rel in provenance else "")
+            (root / "ORIGIN" / rel.replace("/", "__")).write_text(origin + "\n")
             copied.append(rel)
     return copied
 
@@ -295,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         "transformers": transformers.__version__, "torch": torch.__version__,
         "suite_root": str(root), "suite_files": files, "stubbed": stubs,
         "counts": counts, "differing": differing, "not_applicable": not_applicable,
+        "outcomes": {test: {target: res.get(test, {}).get("outcome", "absent") for target, res in results.items()}
+                     for test in sorted(set().union(*results.values()))},
         "command": "python tests/transformers_suite/run_suite.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     print(f"\ntransformers {report['transformers']} Phi suite ({PHI_TEST} + mixins), modeling_phi "
