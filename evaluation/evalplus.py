@@ -2,11 +2,12 @@
 
 For each sample one program runs in `evaluation.sandbox`. It first runs the canonical solution on every
 `base_input` and `plus_input`, timing each call: that gives the
-expected outputs and each test's time limit, max(floor, factor x canonical time) (EvalPlus: 4 s, 4x).
+expected outputs and each test's time limit, max(floor, factor x canonical time) (evalplus 0.3.1's
+defaults: 1 s, 4x; the task YAML sets them).
 Only then is the sample's code executed, in its own namespace, and called on deep copies of the same inputs
 under those limits; outputs are compared as EvalPlus does (`==`, else floats with `atol`, rtol 1e-7, the
-special oracles of HumanEval/32 `find_zero` and MBPP's `are_equivalent`, `sum_div`, `surface_Area` and
-the three "output is not None" tasks). Base inputs run first: the program ends "passed" (base and plus),
+special oracles of HumanEval/32 `find_zero` and MBPP's `are_equivalent`, `sum_div`, `surface_Area`,
+`digit_distance_nums`, the set-valued tasks and the three "output is not None" tasks), as evalplus 0.3.1. Base inputs run first: the program ends "passed" (base and plus),
 "failed: plus: ..." (base passed, plus did not) or any other failure (base failed). EvalPlus itself downloads
 the release files at run time; we read them offline (`humanevalplus/`, `mbppplus/` under PHI_DATA_DIR).
 
@@ -28,12 +29,15 @@ from evaluation.sandbox import ExecResult, run_programs
 
 # Tasks whose expected output is only "not None" (EvalPlus's MBPP_OUTPUT_NOT_NONE_TASKS).
 OUTPUT_NOT_NONE = ("check_str", "text_match_three", "text_starta_endb")
+# Tasks whose outputs are compared as sets (EvalPlus's MBPP_OUTPUT_SET_EQ_TASKS).
+OUTPUT_SET_EQ = ("similar_elements", "find_char_long", "common_in_nested_lists", "extract_singly", "larg_nnum",
+                 "intersection_array", "find_dissimilar", "Diff")
 
 _PROGRAM = r'''
 import copy as _copy, json as _json, signal as _signal, time as _time
 
 _DATASET, _TASK, _ENTRY, _ATOL = {dataset!r}, {task_id!r}, {entry!r}, {atol!r}
-_FLOOR, _FACTOR, _NOT_NONE = {floor!r}, {factor!r}, {not_none!r}
+_FLOOR, _FACTOR, _NOT_NONE, _SET_EQ = {floor!r}, {factor!r}, {not_none!r}, {set_eq!r}
 
 
 class _TestTimeout(Exception):
@@ -47,7 +51,7 @@ def _on_alarm(signum, frame):
 def _is_floats(x):
     if isinstance(x, float):
         return True
-    if isinstance(x, (list, tuple)):
+    if isinstance(x, (list, tuple)) and x:
         return all(isinstance(i, float) for i in x)
     return False
 
@@ -114,6 +118,18 @@ def _poly(xs, x):
     return sum(coeff * math.pow(x, i) for i, coeff in enumerate(xs))
 
 
+def _pyramid_area(base_edge, height):   # Mbpp/581: the slant height from the perpendicular height
+    import math
+    slant = math.sqrt((base_edge / 2) ** 2 + height ** 2)
+    return round(base_edge ** 2 + 2 * base_edge * slant)
+
+
+def _digit_distance(a, b):   # Mbpp/558: numbers padded with zeros to the same length
+    x, y = str(a), str(b)
+    width = max(len(x), len(y))
+    return sum(abs(int(p) - int(q)) for p, q in zip(x.zfill(width), y.zfill(width)))
+
+
 def _matches(out, exp, inp, reference):
     if _DATASET == "humaneval" and _ENTRY == "find_zero":
         return abs(_poly(*inp, out)) <= _ATOL
@@ -124,7 +140,11 @@ def _matches(out, exp, inp, reference):
         elif _ENTRY == "sum_div":
             exact = exact or out == 0
         elif _ENTRY == "surface_Area":
-            exact = exact or abs(out - reference(*_copy.deepcopy(inp))) <= abs(_ATOL)
+            exact = exact or abs(out - _pyramid_area(*inp)) <= _ATOL
+        elif _ENTRY == "digit_distance_nums":
+            exact = exact or out == _digit_distance(*inp)
+        elif _ENTRY in _SET_EQ:
+            exact = set(out) == set(exp)
         elif _ENTRY in _NOT_NONE:
             exact = (out == exp) if isinstance(out, bool) else (exp == (out is not None))
     atol = 1e-6 if _ATOL == 0 and _is_floats(exp) else _ATOL
@@ -191,7 +211,7 @@ def evalplus_program(problem: dict[str, Any], candidate: str, settings: dict[str
     dataset = settings["dataset"]
     return _PROGRAM.format(dataset=dataset, task_id=problem["task_id"], entry=problem["entry_point"], atol=_atol(problem.get("atol")),
                            floor=float(settings["time_floor_s"]), factor=float(settings["time_factor"]),
-                           not_none=OUTPUT_NOT_NONE, reference=_canonical(problem, dataset),
+                           not_none=OUTPUT_NOT_NONE, set_eq=OUTPUT_SET_EQ, reference=_canonical(problem, dataset),
                            base=_inputs(problem["base_input"]), plus=_inputs(problem["plus_input"]),
                            candidate=candidate)
 
@@ -209,3 +229,46 @@ def evalplus_outcomes(spec: dict[str, Any], problems_by_id: dict[str, dict[str, 
                            limits={"memory_mb": int(settings.get("memory_mb", 4096))})
     base = [r.passed or r.result.startswith("failed: plus: ") for r in results]
     return results, base
+
+
+# EvalPlus itself, for cross-checks. It executes the samples UNSANDBOXED (its reliability_guard only):
+# trusted samples only. The script runs in a subprocess with the release file as its data
+# (HUMANEVAL_OVERRIDE_PATH / MBPP_OVERRIDE_PATH) and computes the expected outputs of the sampled problems
+# as its get_groundtruth does (without its dataset-wide cache).
+_EVALPLUS_SCRIPT = r"""
+import json, os, sys
+dataset, data_file, samples_file = sys.argv[1:4]
+os.environ["HUMANEVAL_OVERRIDE_PATH" if dataset == "humaneval" else "MBPP_OVERRIDE_PATH"] = data_file
+from evalplus.data import get_human_eval_plus, get_mbpp_plus
+from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
+from evalplus.eval import untrusted_check
+from evalplus.gen.util import trusted_exec
+problems = get_human_eval_plus() if dataset == "humaneval" else get_mbpp_plus()
+samples = [json.loads(line) for line in open(samples_file)]
+expected = {}
+for task_id in dict.fromkeys(s["task_id"] for s in samples):
+    p = problems[task_id]
+    not_none = dataset == "mbpp" and p["entry_point"] in MBPP_OUTPUT_NOT_NONE_TASKS
+    oracle = {}
+    for kind in ("base", "plus"):
+        oracle[kind], oracle[kind + "_time"] = trusted_exec(p["prompt"] + p["canonical_solution"], p[kind + "_input"],
+                                                            p["entry_point"], record_time=True, output_not_none=not_none)
+    expected[task_id] = oracle
+for s in samples:   # what evalplus.evaluate.check_correctness does, with its default time limits
+    p, oracle = problems[s["task_id"]], expected[s["task_id"]]
+    verdict = {kind: untrusted_check(dataset, p["prompt"] + s["completion"], p[kind + "_input"], p["entry_point"],
+                                     expected=oracle[kind], atol=p["atol"], ref_time=oracle[kind + "_time"])[0]
+               for kind in ("base", "plus")}
+    print(json.dumps({"task_id": s["task_id"], **verdict}))
+"""
+
+
+def evalplus_reference(dataset: str, data_file: str, samples_file: str) -> list[dict[str, str]]:
+    """evalplus's own verdicts ({"task_id", "base": "pass"/"fail"/"timeout", "plus": ...}) per sample."""
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", _EVALPLUS_SCRIPT, dataset, data_file, samples_file],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"evalplus failed on {samples_file}: {proc.stderr.strip()[-800:]}")
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
