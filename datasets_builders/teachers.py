@@ -136,6 +136,7 @@ def add_teacher_arguments(parser: Any) -> None:
     g.add_argument("--timeout", type=float, default=120, help="seconds per request")
     g.add_argument("--max-retries", type=int, default=5)
     g.add_argument("--batch-size", type=int, default=8, help="generation batch of --teacher-local")
+    g.add_argument("--device", default="cpu", help="device of --teacher-local: cpu, cuda, cuda:1, mps")
     g.add_argument("--cache-dir", help="reply cache (default: OUTPUT.cache beside the output); "
                                        "a rerun reuses every cached reply")
 
@@ -157,20 +158,32 @@ def builder_kwargs(args: Any) -> dict[str, Any]:
                 source_root=args.source_root, embed=not args.no_embeddings)
 
 
-def teacher_from_args(args: Any) -> OpenAITeacher | TransformersTeacher | None:
+def teacher_options(args: Any) -> dict[str, Any] | None:
+    """The teacher the flags ask for, as keyword arguments (`backend`: openai | transformers), or None (mined).
+    Options, not an object: a pipeline task builds its own client or model from them."""
     if args.teacher_url and args.teacher_local:
         raise ValueError("give either --teacher-url (with --teacher-model) or --teacher-local, not both")
     cache_dir = args.cache_dir or str(Path(args.output)) + ".cache"
     if args.teacher_url:
         if not args.teacher_model:
             raise ValueError("--teacher-url needs --teacher-model (the model name the endpoint serves)")
-        return OpenAITeacher(args.teacher_url, args.teacher_model, cache_dir=cache_dir, max_tokens=args.max_tokens,
-                             temperature=args.temperature, concurrency=args.concurrency,
-                             requests_per_second=args.requests_per_second, timeout=args.timeout,
-                             max_retries=args.max_retries)
+        return dict(backend="openai", base_url=args.teacher_url, model=args.teacher_model, cache_dir=cache_dir,
+                    max_tokens=args.max_tokens, temperature=args.temperature, concurrency=args.concurrency,
+                    requests_per_second=args.requests_per_second, timeout=args.timeout, max_retries=args.max_retries)
     if args.teacher_local:
-        return TransformersTeacher(args.teacher_local, cache_dir=cache_dir, max_tokens=args.max_tokens,
-                                   temperature=args.temperature, batch_size=args.batch_size, seed=args.seed)
+        return dict(backend="transformers", model=args.teacher_local, cache_dir=cache_dir, max_tokens=args.max_tokens,
+                    temperature=args.temperature, batch_size=args.batch_size, seed=args.seed, device=args.device)
     if args.teacher_model:
         raise ValueError("--teacher-model needs --teacher-url")
     return None
+
+
+def make_teacher(options: dict[str, Any] | None) -> OpenAITeacher | TransformersTeacher | None:
+    if options is None:
+        return None
+    options = dict(options)
+    return OpenAITeacher(**options) if options.pop("backend") == "openai" else TransformersTeacher(**options)
+
+
+def teacher_from_args(args: Any) -> OpenAITeacher | TransformersTeacher | None:
+    return make_teacher(teacher_options(args))

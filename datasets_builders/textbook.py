@@ -1,35 +1,56 @@
 """Build a synthetic Python textbook (column `text`): teacher-written sections, or mined from the stdlib.
 
-With a teacher (`--teacher-url` + `--teacher-model`, or `--teacher-local`), each section answers one
-constrained prompt (topic x audience x style x difficulty, phi-1 section 2.2), sampled with the seed from the
-lists in datasets_builders/data/ (replace them with --topics FILE etc.). Replies are cached beside the output
-(OUTPUT.cache/), so a killed run started again asks only for what is missing and writes the same records.
-Without a teacher, sections are mined from the standard library's module and class docstrings with their code.
-Every record keeps the prompt and constraints it was built from; the card carries a diversity report.
+With a teacher (`--teacher-url` + `--teacher-model`, or `--teacher-local` on `--device`), each section answers
+one prompt seeded by a real code extract (Cosmopedia's method; `generate/seeds.py`): an extract of the seed
+corpus (`--seed-input`, default the standard library) x audience x style x difficulty (lists in
+datasets_builders/data/, replace them with --audiences FILE etc.), so the prompt space grows with the seed
+corpus. It runs as a datatrove pipeline (seeds -> plan -> prompts -> teach -> write) on `--executor`;
+`--dry-run` stops after planning the prompts and says how many distinct ones there are. Replies are cached
+(OUTPUT.cache/), so a killed run started again asks only for what is missing; failed requests land in
+removed/ with the reason. Without a teacher, sections are mined from the standard library's module and
+class docstrings with their code. Every record keeps its prompt, constraints and seed; the card carries a
+diversity report (on a sample of at most 2,000 records).
 
 Examples:
     phi data textbook --output out/textbook --n 200 --seed 0
-    phi data textbook --output out/textbook --n 1000 --teacher-url http://localhost:8000/v1 \\
-        --teacher-model Qwen/Qwen2.5-7B-Instruct --concurrency 16
+    phi data textbook --output out/textbook --n 500000 --teacher-url http://localhost:8000/v1 \\
+        --teacher-model Qwen/Qwen2.5-7B-Instruct --concurrency 16 --dry-run
+    phi data textbook --output out/textbook --n 1000 --teacher-local Qwen/Qwen2.5-0.5B-Instruct --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .diversity import write_with_report
+from .diversity import diversity_report, report_markdown, write_with_report
+from .generate.seeds import PLAN_FILE, SEEDED_FIELDS, PlanPrompts, SeededPrompts, SeedExtracts, seeded_lists
+from .generate.teach import ReplyFilter, Teach
+from .hub_dataset import is_complete, read_build_info
 from .mining import mine_sections, seeded_order
-from .pipeline import Filter, Record, Step, run_pipeline
+from .pipeline import Record, Step, run_pipeline
+from .pipelines.executors import (
+    ExecutorOptions,
+    Stage,
+    add_executor_arguments,
+    executor_options,
+    run_stages,
+    stage_stats,
+)
 from .prompts import PromptSampler
+from .readers import IntermediateReader, make_reader
 from .sources import LocalPythonFiles
-from .teachers import add_builder_arguments, builder_kwargs
+from .teachers import add_builder_arguments, builder_kwargs, teacher_options
+from .writers import HubWriter, IntermediateWriter, RemovedWriter, finalize_dataset
 
 MIN_CHARS = 100
 TEACHER_LICENSE = "generated (check the teacher model's terms)"
+DIVERSITY_SAMPLE = 2000
 
 
 class Take(Step):
@@ -49,27 +70,6 @@ class Take(Step):
             yield record
 
 
-class ReplyFilter(Filter):
-    """A teacher reply becomes the section's `text`; missing (failed request), empty or too-short ones are removed."""
-
-    name = "reply"
-
-    def __init__(self, min_chars: int = MIN_CHARS):
-        super().__init__()
-        self.min_chars = min_chars
-
-    def keep(self, record: Record) -> bool | tuple[bool, str]:
-        reply = record.pop("reply")
-        if reply is None:
-            return False, "request_failed"
-        record["text"] = reply.strip()
-        if not record["text"]:
-            return False, "empty_reply"
-        if len(record["text"]) < self.min_chars:
-            return False, "too_short"
-        return True
-
-
 def teacher_records(teacher: Any, sampler: PromptSampler, kind: str, n: int) -> list[Record]:
     """Ask the teacher one constrained prompt per record; `reply` holds its answer (None if it failed)."""
     prompts = sampler.sample(kind, n)
@@ -82,39 +82,138 @@ def teacher_records(teacher: Any, sampler: PromptSampler, kind: str, n: int) -> 
              **p.provenance()} for p, r in zip(prompts, replies)]
 
 
-def build_textbook(output_dir: str | os.PathLike, teacher: Any = None, n: int | None = 200, seed: int = 0,
-                   sampler: PromptSampler | None = None, source_root: str | os.PathLike | None = None,
-                   min_chars: int = MIN_CHARS, embed: bool = True) -> Path:
-    """Build the textbook dataset at `output_dir` and return it.
+def textbook_stages(options: dict[str, Any], n: int, seed: int, sampler: PromptSampler, work: Path, staging: Path,
+                    executor: ExecutorOptions, seed_input: str | None, min_chars: int, dry_run: bool) -> list[Stage]:
+    """seeds -> plan -> prompts [-> teach + reply filter -> Hub writer] as datatrove stages."""
+    tasks = executor.tasks
+    lists = seeded_lists(sampler)
+    combinations = 1
+    for field in SEEDED_FIELDS:
+        combinations *= len(lists[field])
+    template = sampler.templates.get("textbook_seeded")
+    if not template:
+        raise ValueError("the prompt templates have no `textbook_seeded:` entry (fields {extract}, {subject}, "
+                         "{seed_path}, {audience}, {style}, {difficulty}); see datasets_builders/data/prompts.yaml")
+    plan = [
+        Stage("seeds", [make_reader(seed_input), SeedExtracts(), IntermediateWriter(work / "seeds")], tasks),
+        Stage("plan", [PlanPrompts(work / "seeds", work, n, tasks, combinations)], 1),
+        Stage("prompts", [IntermediateReader(work / "seeds"), SeededPrompts(work, lists, template, seed),
+                          IntermediateWriter(work / "prompts")], tasks),
+    ]
+    if not dry_run:
+        plan.append(Stage("generate", [IntermediateReader(work / "prompts"), Teach(options),
+                                       ReplyFilter(min_chars, RemovedWriter(staging, "reply")), HubWriter(staging)],
+                          tasks))
+    return plan
 
-    teacher=None mines the standard library (or `source_root`); otherwise `teacher` (OpenAITeacher /
-    TransformersTeacher) answers `n` prompts from `sampler` (default: the shipped lists with `seed`).
+
+def build_textbook(output_dir: str | os.PathLike, teacher: dict[str, Any] | None = None, n: int | None = 200,
+                   seed: int = 0, sampler: PromptSampler | None = None, source_root: str | os.PathLike | None = None,
+                   min_chars: int = MIN_CHARS, embed: bool = True, seed_input: str | None = None,
+                   executor: ExecutorOptions | None = None, dry_run: bool = False) -> Path:
+    """Build the textbook dataset at `output_dir` and return it (with `dry_run`: the work folder with the plan).
+
+    teacher=None mines the standard library (or `source_root`); otherwise `teacher` (options of
+    `teachers.make_teacher`) answers `n` prompts seeded by `seed_input` (default: the standard library).
     """
     if teacher is None:
         files = LocalPythonFiles(source_root)
         candidates, rejected = mine_sections(files)
         result = run_pipeline([Take(n)], seeded_order(candidates, seed))
         info: dict[str, Any] = {"generator": "mined", "candidates": len(candidates), "rejected": dict(rejected),
-                                "skipped_files": dict(files.skipped)}
-        list_sizes = None
-    else:
-        if n is None:
-            raise ValueError("--n is required with a teacher (how many sections to generate)")
-        sampler = sampler or PromptSampler(seed)
-        result = run_pipeline([ReplyFilter(min_chars)], teacher_records(teacher, sampler, "textbook", n))
-        info = {"generator": teacher.name, "teacher_stats": dict(teacher.stats), "params": teacher.params}
-        list_sizes = sampler.list_sizes()
-    info.update(seed=seed, n=n, stages=result.stats, removed_by_reason=result.removed_by_reason())
-    return write_with_report(result.kept, output_dir, name="textbook", text_of=lambda r: r["text"],
-                             description="Synthetic Python textbook sections (phi-1 style).", build_info=info,
-                             removed=result.removed, list_sizes=list_sizes, embed=embed, seed=seed)
+                                "skipped_files": dict(files.skipped), "seed": seed, "n": n, "stages": result.stats,
+                                "removed_by_reason": result.removed_by_reason()}
+        return write_with_report(result.kept, output_dir, name="textbook", text_of=lambda r: r["text"],
+                                 description="Synthetic Python textbook sections (phi-1 style).", build_info=info,
+                                 removed=result.removed, list_sizes=None, embed=embed, seed=seed)
+    if not n:
+        raise ValueError("--n is required with a teacher (how many sections to generate)")
+    output_dir = Path(output_dir)
+    sampler = sampler or PromptSampler(seed)
+    executor = executor or ExecutorOptions()
+    work = output_dir.with_name(output_dir.name + ".work")
+    staging = output_dir.with_name(output_dir.name + ".staging")
+    config = {"n": n, "seed": seed, "seed_input": seed_input, "min_chars": min_chars, "tasks": executor.tasks,
+              "lists": seeded_lists(sampler), "template": sampler.templates.get("textbook_seeded"),
+              "teacher": {k: v for k, v in teacher.items() if k not in ("cache_dir", "concurrency", "timeout")}}
+    fingerprint = json.dumps(config, sort_keys=True, default=str)
+    if is_complete(output_dir) and read_build_info(output_dir).get("config") == json.loads(fingerprint):
+        print(f"{output_dir}: already complete with these options")
+        return output_dir
+    from .pipelines.executors import check_work_dir
+
+    check_work_dir(work, str(hash_text(fingerprint)))
+    if not (work / "logs" / "generate").is_dir():
+        shutil.rmtree(staging, ignore_errors=True)
+    stages = textbook_stages(teacher, n, seed, sampler, work, staging, executor, seed_input, min_chars, dry_run)
+    if not run_stages(stages, work, executor):
+        print(f"submitted to Slurm; logs in {work / 'logs'}")
+        return output_dir
+    plan = json.loads((work / PLAN_FILE).read_text())
+    if dry_run:
+        ids = set()
+        for f in sorted((work / "prompts").glob("*.jsonl")):
+            with f.open("rb") as lines:
+                ids.update(json.loads(line)["id"] for line in lines)
+        plan["distinct_prompts"] = len(ids)
+        (work / PLAN_FILE).write_text(json.dumps(plan))
+        print(f"dry run: {plan['n']} prompts planned from {plan['extracts']} seed extracts x {plan['combinations']} "
+              f"combinations, {len(ids)} distinct, in {work / 'prompts'}; no request sent")
+        return work
+    generate = {b["name"]: b["stats"] for b in stage_stats(work, "generate")}
+    sample = sample_rows(staging / "data", DIVERSITY_SAMPLE)
+    report = diversity_report([r["text"] for r in sample], [json.loads(r["constraints"]) for r in sample],
+                              {"audience": len(sampler.lists["audiences"]), "style": len(sampler.lists["styles"]),
+                               "difficulty": len(sampler.lists["difficulties"])}, embed=embed, seed=seed)
+    removed = {f"reply:{k.removeprefix('dropped_')}": v for k, v in generate.get("reply", {}).items()
+               if k.startswith("dropped_")}
+    info = {"generator": sample[0].get("generator") if sample else None, "config": config,
+            "seed": seed, "n": n, "plan": plan, "stages": generate, "removed_by_reason": removed,
+            "diversity": {**report, "sample": len(sample)}}
+    sections = {"Prompts": (f"{n} prompts seeded by {plan['extracts']} real code extracts x {plan['combinations']} "
+                            "audience / style / difficulty combinations (Cosmopedia's method); each record keeps its "
+                            "prompt, constraints and seed (`seed_path`, `seed_symbol`)."),
+                "Failures": "Prompts without a usable reply are under `removed/` with the reason: " + (
+                    ", ".join(f"{k} {v}" for k, v in removed.items()) or "none") + ".",
+                "Diversity": report_markdown(report)}
+    out = finalize_dataset(staging, output_dir, name="textbook", description="Synthetic Python textbook sections "
+                           "(phi-1 style), seeded by real code extracts.", build_info=info, sections=sections,
+                           tags=["synthetic"])
+    print(f"wrote {read_build_info(out)['rows']} sections to {out}")
+    return out
+
+
+def hash_text(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def sample_rows(folder: Path, n: int) -> list[Record]:
+    """The first `n` rows of the shards (the diversity report's sample; the corpus is never loaded whole)."""
+    import pyarrow.parquet as pq
+
+    rows: list[Record] = []
+    for shard in sorted(folder.glob("*.parquet")):
+        for batch in pq.ParquetFile(shard).iter_batches(batch_size=512):
+            rows += batch.to_pylist()
+            if len(rows) >= n:
+                return rows[:n]
+    return rows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-chars", type=int, default=MIN_CHARS, help="shorter teacher replies are removed")
+    parser.add_argument("--seed-input", default=None, help="seed corpus for the prompts: a folder of .py files, a "
+                        "dataset folder (e.g. the filtered-code output), JSONL / Parquet (default: the standard library)")
+    parser.add_argument("--dry-run", action="store_true", help="plan the prompts only (no request sent)")
     add_builder_arguments(parser, "sections")
+    add_executor_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> None:
-    out = build_textbook(args.output, min_chars=args.min_chars, **builder_kwargs(args))
+    kwargs = builder_kwargs(args)
+    kwargs["teacher"] = teacher_options(args)
+    out = build_textbook(args.output, min_chars=args.min_chars, seed_input=args.seed_input,
+                         executor=executor_options(args), dry_run=args.dry_run, **kwargs)
     print(f"wrote {out}")

@@ -229,11 +229,22 @@ def scripted(tmp_path_factory):
     (root / "topics.txt").write_text("\n".join(TEXTBOOK_EXPECTED) + "\n")
     templates = yaml.safe_load((DATA_DIR / "prompts.yaml").read_text())
     templates["textbook"]["user"] += "\nTopic: {topic}"  # the scripted model reads the last word
+    templates["textbook_seeded"]["user"] += "\nStyle: {style}"
     (root / "prompts.yaml").write_text(yaml.safe_dump(templates))
+    # Seeded textbook prompts: one documented function as the seed corpus, the styles the scripted words, one
+    # audience and one difficulty, so 4 prompts are the 4 styles.
+    (root / "styles.txt").write_text("\n".join(TEXTBOOK_EXPECTED) + "\n")
+    (root / "one.txt").write_text("students\n")
+    (root / "seeds").mkdir()
+    (root / "seeds" / "mean.py").write_text('def mean(xs):\n    """Return the arithmetic mean of the numbers xs."""\n'
+                                           "    return sum(xs) / len(xs)\n")
     model = save_scripted_chat_model(root / "model", {**EXERCISE_REPLIES, **TEXTBOOK_REPLIES})
     return {"root": root, "model": model,
-            "sampler": PromptSampler(seed=0, lists={"function_names": root / "names.txt", "topics": root / "topics.txt"},
-                                     templates=root / "prompts.yaml")}
+            "sampler": PromptSampler(seed=0, lists={"function_names": root / "names.txt", "topics": root / "topics.txt",
+                                                    "styles": root / "styles.txt", "audiences": root / "one.txt",
+                                                    "difficulties": root / "one.txt"},
+                                     templates=root / "prompts.yaml"),
+            "seeds": root / "seeds"}
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +258,8 @@ def _outcomes(out: Path, key: str) -> dict[str, str]:
     found = {json.loads(r["constraints"])[key]: "kept" for r in read_records(out)}
     if (out / "removed").is_dir():
         for r in read_records(out / "removed"):
-            found[json.loads(r["constraints"])[key]] = f"{r['removed_by']}:{r['removed_reason']}"
+            constraints = r.get("constraints") or json.loads(r["details"])["constraints"]  # pipelines keep it in details
+            found[json.loads(constraints)[key]] = f"{r['removed_by']}:{r['removed_reason']}"
     return found
 
 
@@ -258,11 +270,20 @@ def _teacher(server, cache_dir, **kw) -> OpenAITeacher:
 @pytest.mark.slow
 def test_http_teacher_writes_expected_records(server, scripted, tmp_path):
     sampler, n_ex, n_tb = scripted["sampler"], len(EXERCISE_EXPECTED), len(TEXTBOOK_EXPECTED)
-    tb = build_textbook(tmp_path / "textbook", teacher=_teacher(server, tmp_path / "c1"), n=n_tb, sampler=sampler,
-                        embed=False)
-    assert _outcomes(tb, "topic") == TEXTBOOK_EXPECTED
-    texts = {json.loads(r["constraints"])["topic"]: r["text"] for r in read_records(tb)}
-    assert texts == {"recursion": SECTION.strip(), "sorting": SECTION2.strip()}
+    # The textbook: a datatrove pipeline from prompts seeded by a real extract (seeds -> plan -> prompts -> teach).
+    teacher = dict(backend="openai", base_url=server.base_url, model=server.model, cache_dir=tmp_path / "c1",
+                   max_tokens=8)
+    tb = build_textbook(tmp_path / "textbook", teacher=teacher, n=n_tb, sampler=sampler, embed=False,
+                        seed_input=str(scripted["seeds"]))
+    assert _outcomes(tb, "style") == TEXTBOOK_EXPECTED
+    records = read_records(tb)
+    assert {json.loads(r["constraints"])["style"]: r["text"] for r in records} == {
+        "recursion": SECTION.strip(), "sorting": SECTION2.strip()}
+    assert all(r["seed_symbol"] == "mean.mean" and "Return the arithmetic mean" in r["generation_prompt"]
+               for r in records)
+    with pytest.raises(ValueError, match=r"--n 5: the seeds allow only 1 extracts x 4 .* = 4 distinct prompts"):
+        build_textbook(tmp_path / "too-many", teacher=teacher, n=5, sampler=sampler, seed_input=str(scripted["seeds"]),
+                       dry_run=True)
     teacher = _teacher(server, tmp_path / "c2")
     ex = build_exercises(tmp_path / "exercises", teacher=teacher, n=n_ex, sampler=sampler, embed=False)
     assert _outcomes(ex, "function_name") == EXERCISE_EXPECTED

@@ -1,0 +1,82 @@
+"""The teacher as datatrove blocks: prompts in, replies out, failures removed with their reason.
+
+`Teach` sends `chunk` prompts at a time to the teacher (an OpenAI-compatible endpoint with bounded
+concurrency, retries and a request-hash reply cache; or a local transformers model on `--device`) and
+attaches each reply (None: no reply after the retries). `ReplyFilter` turns the reply into the record's
+`text` and removes failed, empty and too-short replies with the reason, so failures are recorded apart.
+The teacher is built inside the task (clients and models are not shipped to workers); the reply cache
+makes a rerun (a killed task started again) ask only for what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.pipeline.writers.disk_base import DiskWriter
+
+from ..prompts import GenerationPrompt
+
+REPLY = "_reply"
+
+
+class Teach(PipelineStep):
+    """Ask the teacher each prompt document (`text` = user message, `generation_system` = system message)."""
+
+    type = "🧑‍🏫 - TEACHER"
+    name = "teach"
+
+    def __init__(self, teacher: dict[str, Any], kind: str = "textbook", chunk: int = 64):
+        super().__init__()
+        self.teacher, self.kind, self.chunk = teacher, kind, chunk
+
+    def build(self) -> Any:
+        from ..teachers import make_teacher
+
+        return make_teacher(self.teacher)
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from datatrove.utils.batching import batched
+
+        teacher = self.build()
+        for batch in batched(data, self.chunk):
+            prompts = [GenerationPrompt(self.kind, doc.metadata.get("generation_system", ""), doc.text,
+                                        json.loads(doc.metadata.get("constraints") or "{}")) for doc in batch]
+            with self.track_time("batch"):
+                replies = teacher.generate(prompts)
+            if replies and all(r is None for r in replies) and not self.stats["replied"].total:
+                failed = {k: v for k, v in teacher.stats.items() if k.startswith("failed")}
+                raise ConnectionError(f"teacher {teacher.name}: every request failed ({failed}); check the URL, the "
+                                      "model name and the server's log")
+            for doc, reply in zip(batch, replies):
+                doc.metadata[REPLY] = reply
+                doc.metadata["generation_prompt"] = doc.text
+                doc.metadata["generator"] = teacher.name
+                self.stat_update("replied" if reply is not None else "no_reply")
+                yield doc
+        for key, value in teacher.stats.items():
+            self.stat_update(f"teacher_{key}", value=value)
+
+
+class ReplyFilter(BaseFilter):
+    """A reply becomes the record's `text`; missing (failed request), empty or too-short ones are removed."""
+
+    name = "reply"
+
+    def __init__(self, min_chars: int = 100, exclusion_writer: DiskWriter | None = None):
+        super().__init__(exclusion_writer)
+        self.min_chars = min_chars
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        reply = doc.metadata.pop(REPLY)
+        if reply is None:
+            return False, "request_failed"
+        doc.text = reply.strip()
+        if not doc.text:
+            return False, "empty_reply"
+        if len(doc.text) < self.min_chars:
+            return False, "too_short"
+        return True
