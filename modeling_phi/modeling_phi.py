@@ -1,3 +1,4 @@
+# Copyright 2026 The phi-textbooks authors.
 """PhiForCausalLM: the phi-1 / phi-1.5 decoder, readable top to bottom.
 
 Sources: "Textbooks Are All You Need" (phi-1, arXiv:2306.11644) and "Textbooks Are All You Need II"
@@ -274,6 +275,9 @@ class PhiForCausalLM(PhiPreTrainedModel, GenerationMixin):
     """The phi language model: PhiModel plus an untied lm_head with bias; loss ignores label -100."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}  # only if config.tie_word_embeddings
+    # Tensor / pipeline parallel plans, as native Phi: lm_head column-sharded, then gathered.
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
 
     def __init__(self, config: PhiConfig):
         super().__init__(config)
