@@ -85,6 +85,15 @@ def _metrics(output_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _packing(output_dir: Path) -> str | None:
+    """How packed documents saw each other in this run (README, "Packed documents")."""
+    path = output_dir / "train_config.json"
+    if not path.is_file():
+        return None
+    masked = json.loads(path.read_text(encoding="utf-8")).get("document_masking")
+    return "per-document masks" if masked else "documents attend within a block (as the papers)"
+
+
 def training_section(run_dir: Path, summaries: dict[str, dict[str, Any]]) -> str:
     parts, rows = [], []
     for name in ("pretrain", "finetune", "pretrain-unfiltered", "finetune-unfiltered"):
@@ -98,14 +107,14 @@ def training_section(run_dir: Path, summaries: dict[str, dict[str, Any]]) -> str
         last_step = max((m.get("step", 0) for m in metrics), default=None)
         rows.append([name, last_step, evals[0] if evals else None, evals[-1] if evals else None,
                      sum(speed) / len(speed) if speed else None, sum(mfu) / len(mfu) if mfu else None,
-                     summaries[name].get("seconds")])
+                     summaries[name].get("seconds"), _packing(output_dir)])
         png = output_dir / "loss_curve.png"
         if png.is_file():
             target = run_dir / "images" / f"{name}-loss_curve.png"
             target.parent.mkdir(exist_ok=True)
             shutil.copyfile(png, target)
             parts.append(f"![{name} loss](images/{target.name})")
-    head = table(["run", "steps", "first eval loss", "final eval loss", "tokens/s", "MFU", "seconds"], rows)
+    head = table(["run", "steps", "first eval loss", "final eval loss", "tokens/s", "MFU", "seconds", "packing"], rows)
     return head + "\n\n" + "\n".join(parts)
 
 
