@@ -6,8 +6,11 @@ the harness must finish, and nothing outside the program's temporary directory m
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,6 +20,7 @@ import pytest
 from evaluation import sandbox
 from evaluation.sandbox import ExecResult, run_program, run_programs, sandbox_mode
 
+REPO = Path(__file__).resolve().parents[1]
 MODE = sandbox_mode()
 needs_uid = pytest.mark.skipif("+uid" not in MODE, reason=f"needs a private uid (root); mode here: {MODE}")
 needs_netns = pytest.mark.skipif("no-netns" in MODE, reason=f"kernel refused a network namespace; mode: {MODE}")
@@ -235,3 +239,48 @@ time.sleep(100)
     # Nothing the fork bomb started survives: our zygotes (subreapers of all their programs) have no
     # descendants left.
     assert _descendants({z.proc.pid for z in sandbox._POOL.all}) == set()
+
+
+# A machine that allows no isolation, for real: a user namespace in which this process may create no
+# further network, mount, user or pid namespace (the per-namespace limits are 0), so the zygote ends up in
+# the weakest mode, as on a host that is neither root nor allowed user namespaces.
+WEAK = ("echo 0 > /proc/sys/user/max_net_namespaces; echo 0 > /proc/sys/user/max_mnt_namespaces; "
+        "echo 0 > /proc/sys/user/max_user_namespaces; echo 0 > /proc/sys/user/max_pid_namespaces; exec \"$@\"")
+
+
+def _in_weak_mode(*argv: str) -> subprocess.CompletedProcess:
+    import shutil
+    if shutil.which("unshare") is None:
+        pytest.skip("needs util-linux `unshare` to build a machine without isolation")
+    return subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c", WEAK, "sh", *argv],
+                          capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "PHI_ALLOW_UNISOLATED_EXECUTION": ""})
+
+
+def test_weak_modes_are_named_and_refused_unless_allowed():
+    assert sandbox.is_isolated("netns+mountns+uid") and sandbox.is_isolated("userns+netns+mountns+pidns")
+    for weak in ("no-netns+mountns+uid", "netns+no-mountns+uid", "userns+netns+mountns+no-uid"):
+        assert not sandbox.is_isolated(weak)
+    probe = _in_weak_mode(sys.executable, "-c", "from evaluation.sandbox import sandbox_mode; print(sandbox_mode())")
+    if probe.returncode != 0:
+        pytest.skip(f"could not build a machine without isolation here: {probe.stderr.strip()[-200:]}")
+    assert probe.stdout.strip() == "no-netns+no-mountns+no-uid"
+
+
+def test_cli_refuses_unisolated_execution_in_one_line_unless_the_flag_is_given(tmp_path):
+    phi = [sys.executable, "-m", "recipes.cli", "eval", "humaneval", "--references", "--limit", "2"]
+    refused = _in_weak_mode(*phi, "--output", str(tmp_path / "refused"))
+    if "max_net_namespaces" in refused.stderr:
+        pytest.skip(f"could not build a machine without isolation here: {refused.stderr.strip()[-200:]}")
+    assert refused.returncode != 0
+    assert refused.stderr.strip().count("\n") == 0, refused.stderr
+    assert "no-netns+no-mountns+no-uid" in refused.stderr and "--allow-unisolated-execution" in refused.stderr
+    assert not (tmp_path / "refused" / "results.json").exists()
+
+    allowed = _in_weak_mode(*phi, "--allow-unisolated-execution", "--output", str(tmp_path / "allowed"))
+    assert allowed.returncode == 0, allowed.stderr[-500:]
+    results = json.loads((tmp_path / "allowed" / "results.json").read_text())
+    execution = results["protocol"]["execution"]
+    assert execution["sandbox_mode"] == "no-netns+no-mountns+no-uid" and execution["isolated"] is False
+    assert execution["unisolated_allowed_by_user"] is True and results["pass@k"] == {"pass@1": 1.0}
+    assert "NOT ISOLATED" in (tmp_path / "allowed" / "results.md").read_text()
