@@ -31,8 +31,14 @@ COMMANDS: dict[tuple[str | None, str], str] = {
     ("data", "decontaminate"): "datasets_builders.decontaminate",
     ("data", "tokenizer"): "datasets_builders.tokenizer",
     ("data", "pack"): "datasets_builders.packing",
+    ("data", "benchmarks"): "evaluation.data",
+    ("eval", "run"): "evaluation.runner",   # also `phi eval --tasks ...` (see main)
     ("eval", "humaneval"): "evaluation.code_eval",
     ("eval", "mbpp"): "evaluation.code_eval",
+    ("eval", "humanevalplus"): "evaluation.code_eval",
+    ("eval", "mbppplus"): "evaluation.code_eval",
+    ("eval", "gsm8k"): "evaluation.code_eval",
+    ("eval", "squad"): "evaluation.code_eval",
     ("eval", "commonsense"): "evaluation.multiple_choice",
 }
 # Exceptions that mean "bad input or environment": the code raising them writes a message that names
@@ -77,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     # Set before torch loads: spin-waiting OpenMP threads starve the sandbox / server subprocesses we start.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["eval"] and len(argv) > 1 and argv[1].startswith("--") and argv[1] not in ("-h", "--help"):
+        argv = ["eval", "run", *argv[1:]]   # `phi eval --tasks humaneval,piqa ...`: the registry runner
     args = build_parser(argv).parse_args(argv)
     exit_on_user_errors(f"phi {args._command}", lambda: args._main(args))
 
