@@ -55,8 +55,23 @@ def export_model(accelerator, model, tokenizer, folder: Path) -> None:
 
         copy.deepcopy(unwrapped).merge_and_unload().save_pretrained(folder)
     else:
-        unwrapped.save_pretrained(folder, state_dict=state_dict)
+        # FSDP2 swaps the model's class for a generated FSDP<Name> subclass; saved as it is, the folder's
+        # auto_map and custom code would point into torch (`_fsdp_init.FSDPPhiForCausalLM`).
+        sharded = type(unwrapped)
+        unwrapped.__class__ = _unsharded_class(sharded)
+        try:
+            unwrapped.save_pretrained(folder, state_dict=state_dict)
+        finally:
+            unwrapped.__class__ = sharded
     tokenizer.save_pretrained(folder)
+
+
+def _unsharded_class(cls: type) -> type:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return cls
+    return next(c for c in cls.__mro__ if not issubclass(c, FSDPModule)) if issubclass(cls, FSDPModule) else cls
 
 
 def save_checkpoint(accelerator, model, tokenizer, output_dir: Path, step: int, state: dict[str, Any]) -> Path:

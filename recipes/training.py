@@ -221,13 +221,17 @@ def make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState
 
-    cpu = not torch.cuda.is_available()
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    # cpu=True would make accelerate drop DeepSpeed for plain DDP; DeepSpeed brings its own CPU accelerator.
+    cpu = not torch.cuda.is_available() and not deepspeed
     precision = cfg.mixed_precision
-    if cpu and precision == "fp16":
+    if not torch.cuda.is_available() and precision == "fp16":
         precision = "bf16"  # fp16 autocast needs a GPU; on CPU bf16 autocast is the fast mixed precision
     if "WORLD_SIZE" not in os.environ:
         AcceleratorState._reset_state(True)  # in-process calls (tests, `phi reproduce`) may run several trainings
-    world = PartialState(cpu=cpu).num_processes
+    # DeepSpeed without a GPU: accelerate finds no device backend, so name gloo (DeepSpeed's CPU accelerator's).
+    world = PartialState(cpu=cpu, **({"backend": "gloo"} if deepspeed and cpu is False and not torch.cuda.is_available()
+                                     else {})).num_processes
     if cfg.global_batch_size % (cfg.micro_batch_size * world):
         raise ValueError(f"config key global_batch_size: {cfg.global_batch_size} is not a multiple of "
                          f"micro_batch_size x processes = {cfg.micro_batch_size} x {world}")
@@ -237,6 +241,15 @@ def make_accelerator(cfg: TrainConfig):
     os.environ["ACCELERATE_GRADIENT_ACCUMULATION_STEPS"] = str(accum)
     # cpu=True lets `accelerate launch --multi_gpu` on a machine without GPU run gloo data parallel.
     accelerator = Accelerator(cpu=cpu, mixed_precision=precision, gradient_accumulation_steps=accum)
+    if cpu and world > 1 and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        # accelerate shards only on accelerators: on CPU an FSDP launch silently runs plain DDP. FSDP2 runs
+        # on gloo, so shard for real (the plugin reads the launch's FSDP_* settings); autocast stays the
+        # mixed precision, as in a 1-process run.
+        from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+        accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
+        for state in (PartialState(), accelerator.state):  # AcceleratorState() re-reads PartialState's
+            state.distributed_type = DistributedType.FSDP
     plugin = accelerator.state.deepspeed_plugin
     if plugin is not None:  # no DataLoader is prepared: DeepSpeed's "auto" batch keys are set here
         plugin.deepspeed_config.update({"train_micro_batch_size_per_gpu": cfg.micro_batch_size,
@@ -286,6 +299,8 @@ def train(cfg: TrainConfig, on_checkpoint: CheckpointCallback | None = None) -> 
     accelerator = make_accelerator(cfg)
     world, accum = accelerator.num_processes, accelerator.gradient_accumulation_steps
     log = accelerator.print
+    log(f"{accelerator.distributed_type.value} on {world} x {accelerator.device}, {accum} accumulation step(s), "
+        f"mixed precision {accelerator.mixed_precision}")
     output_dir = Path(cfg.output_dir)
     with accelerator.main_process_first():  # the main process builds and packs; the others read its cache
         tokenizer, data = prepare_data(cfg, log)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -260,24 +261,100 @@ def test_sigkill_after_checkpoint_then_resume_is_bitwise_identical(data, tmp_pat
             (b["step"], b["loss"], b["eval_loss"], b["lr"], b["grad_norm"]), f"differs at step {a['step']} ({resumed_from})"
 
 
+NO_DROPOUT = {**MICRO_MODEL, "resid_pdrop": 0.0, "attention_dropout": 0.0, "embd_pdrop": 0.0}
+LAUNCH_CONFIGS = REPO / "recipes" / "configs" / "accelerate"
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL `proc` and every process it started (torchrun starts its workers in their own sessions)."""
+    import psutil
+
+    parent = psutil.Process(proc.pid)
+    for p in [*parent.children(recursive=True), parent]:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+
+
+def launch(config: Path, launch_config: str, port: int, *flags: str, kill_after: Path | None = None) -> str:
+    """`accelerate launch --config_file <launch_config> --num_processes 2 recipes/pretrain.py`; with `kill_after`,
+    SIGKILL everything as soon as that checkpoint is complete. Returns the log."""
+    cmd = ["accelerate", "launch", "--config_file", str(LAUNCH_CONFIGS / launch_config), "--num_processes", "2",
+           "--main_process_port", str(port), "recipes/pretrain.py", "--config", str(config), *flags]
+    log = config.with_suffix(f".{port}.log")
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.time() + 600
+        while proc.poll() is None and time.time() < deadline:
+            if kill_after is not None and (kill_after / "trainer_state.json").is_file():
+                _kill_tree(proc)
+                break
+            time.sleep(0.02)
+        else:
+            if proc.poll() is None:
+                _kill_tree(proc)
+    text = log.read_text()
+    assert kill_after is not None or proc.returncode == 0, text[-3000:]
+    return text
+
+
+def _losses(rows: list[dict]) -> list[tuple]:
+    return [(r["step"], r["loss"], r["eval_loss"], r["grad_norm"]) for r in rows]
+
+
 @pytest.mark.slow
 def test_two_process_gloo_matches_one_process(data, tmp_path):
-    cfg = micro(data, tmp_path / "one", max_steps=6, model_overrides={**MICRO_MODEL, "resid_pdrop": 0.0,
-                "attention_dropout": 0.0, "embd_pdrop": 0.0}, save_steps=100, eval_steps=3)
+    cfg = micro(data, tmp_path / "one", max_steps=6, model_overrides=NO_DROPOUT, save_steps=100, eval_steps=3)
     pretrain.run(cfg)
     config = tmp_path / "two.yaml"
     config.write_text(yaml.safe_dump({**cfg, "output_dir": str(tmp_path / "two")}))
-    proc = subprocess.run(["accelerate", "launch", "--config_file", "recipes/configs/accelerate/ddp.yaml",
-                           "--num_processes", "2", "--main_process_port", "29517", "recipes/pretrain.py",
-                           "--config", str(config)], cwd=REPO, env=_env(), capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = launch(config, "ddp.yaml", 29517)
+    assert re.search(r"MULTI_CPU on 2 x cpu(:\d)?, 1 accumulation step\(s\)", log), log[-3000:]
     one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
     assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(1, 7))
     for a, b in zip(one, two):
         assert abs(a["loss"] - b["loss"]) < 1e-4, (a, b)
         if a["eval_loss"] is not None:
             assert abs(a["eval_loss"] - b["eval_loss"]) < 1e-4, (a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launch_config, kind, port", [("fsdp.yaml", "FSDP", 29521),
+                                                       ("deepspeed-zero2.yaml", "DEEPSPEED", 29525)])
+def test_sharded_two_processes_match_one_process_and_resume_after_sigkill(data, tmp_path, launch_config, kind, port):
+    """FSDP2 (really sharded on gloo, not accelerate's silent DDP fallback on CPU) and DeepSpeed ZeRO-2 (its CPU
+    accelerator): 12 steps within 1e-4 of one process (fp32), then a run SIGKILLed after its step-4 checkpoint
+    resumes to the same losses as the uninterrupted 2-process run."""
+    if kind == "DEEPSPEED":
+        pytest.importorskip("deepspeed", reason="DeepSpeed is the [deepspeed] extra")
+    cfg = micro(data, tmp_path / "one", max_steps=12, model_overrides=NO_DROPOUT, save_steps=4, eval_steps=6,
+                mixed_precision="no", save_total_limit=None)
+    pretrain.run(cfg)
+    config = tmp_path / "two.yaml"
+    config.write_text(yaml.safe_dump({**cfg, "output_dir": str(tmp_path / "two")}))
+    log = launch(config, launch_config, port)
+    assert re.search(rf"{kind} on 2 x cpu(:\d)?, 1 accumulation step\(s\)", log), log[-3000:]
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(1, 13))
+    for a, b in zip(one, two):
+        assert abs(a["loss"] - b["loss"]) < 1e-4, (a, b)
+        if a["eval_loss"] is not None:
+            assert abs(a["eval_loss"] - b["eval_loss"]) < 1e-4, (a, b)
+    state = sorted(p.name for p in (tmp_path / "two" / "checkpoint-12" / "training_state").iterdir())
+    assert {"FSDP": "pytorch_model_fsdp.bin", "DEEPSPEED": "pytorch_model"}[kind] in state, state  # sharded state
+    # the exported folder is a plain model folder (FSDP2's generated class must not leak into auto_map)
+    auto_map = json.loads((tmp_path / "two" / "final" / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModelForCausalLM"] == "modeling_phi.PhiForCausalLM"
+
+    killed = tmp_path / "killed"
+    config.write_text(yaml.safe_dump({**cfg, "output_dir": str(killed)}))
+    launch(config, launch_config, port + 1, kill_after=killed / "checkpoint-4")
+    assert not (killed / "final").exists() and not (killed / "checkpoint-12").exists(), "not killed in time"
+    log = launch(config, launch_config, port + 2, "--resume_from_checkpoint", "latest")
+    assert "resumed from" in log
+    assert _losses(read_metrics(killed)) == _losses(two)
 
 
 @pytest.mark.slow
