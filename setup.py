@@ -44,6 +44,9 @@ setup(
     ],
     extras_require={
         "flash": ["flash-attn>=2.5"],
+        # accelerate launch --config_file recipes/configs/accelerate/deepspeed-zero2.yaml (phi-1.5's ZeRO-2);
+        # tested on CPU with 0.19.8 (DeepSpeed's CPU accelerator, gloo)
+        "deepspeed": ["deepspeed>=0.19,<0.20"],
         "ray": ["ray>=2.60,<3"],  # phi data ... --executor ray
         "serve": ["transformers[serving]>=5.5.0,<6"],
         "suite": ["parameterized>=0.9,<1"],  # tests/transformers_suite: transformers' own model tests use it
