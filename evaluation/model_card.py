@@ -1,7 +1,7 @@
 """Evaluation results -> the `model-index` block of a Hugging Face model card.
 
-Reads the results.json of `phi eval commonsense` (evaluation/multiple_choice.py: accuracies per task) and of
-`phi eval humaneval` / `phi eval mbpp` (evaluation/code_eval.py: pass@k per task), and writes the Hub's
+Reads the results.json of multiple-choice runs (evaluation/multiple_choice.py: accuracies per task) and of
+generation tasks (evaluation/code_eval.py: pass@k, EvalPlus base / plus, exact match), and writes the Hub's
 `model-index` metadata (one result per task: task, dataset, metrics, source), which the Hub shows as the
 evaluation results of the model. Values are as the results files give them: fractions (0.766 = 76.6%).
 
@@ -22,12 +22,6 @@ from typing import Any
 
 import yaml
 
-# Hub datasets and names of the code tasks (the commonsense results carry their own).
-CODE_DATASETS = {
-    "humaneval": {"name": "HumanEval", "type": "openai/openai_humaneval", "configs": {}},
-    "mbpp": {"name": "MBPP", "type": "google-research-datasets/mbpp",
-             "configs": {"test": "full", "sanitized": "sanitized", "sanitized-test": "sanitized"}},
-}
 METRIC_NAMES = {"acc": "accuracy", "acc_norm": "normalized accuracy"}
 TASK = {"type": "text-generation", "name": "Text Generation"}
 FRONT_MATTER = re.compile(r"\A---\n(.*?\n)?---\n", re.DOTALL)
@@ -75,15 +69,37 @@ def commonsense_entries(results: dict[str, Any], url: str | None = None) -> list
     return entries
 
 
+def _generation_dataset(task: str, split: str) -> dict[str, Any]:
+    """Name, Hub id and config of a generation task, from its registry folder."""
+    from evaluation.registry import get_task, known_tasks
+
+    if task not in known_tasks():
+        return {"name": task, "type": task}
+    spec = get_task(task)
+    config = spec.config
+    block = config["splits"].get(split, {}) if "splits" in config else config.get("data", {})
+    hub = block.get("hub") or {}
+    dataset = {"name": spec.title, "type": hub.get("path", task)}
+    if hub.get("name"):
+        dataset["config"] = hub["name"]
+    return dataset
+
+
 def code_entry(results: dict[str, Any], url: str | None = None) -> dict[str, Any]:
-    """The model-index result of a `phi eval humaneval|mbpp` results.json (pass@k)."""
-    task = results["task"]
-    known = CODE_DATASETS.get(task, {"name": task, "type": task, "configs": {}})
-    dataset = {"name": known["name"], "type": known["type"], "split": results.get("split", "test"),
-               "args": {"num_few_shot": 0}}
-    if results.get("split") in known["configs"]:
-        dataset["config"] = known["configs"][results["split"]]
-    metrics = [_metric(k, v, k) for k, v in results["pass@k"].items()]
+    """The model-index result of a generation task's results.json (pass@k; EvalPlus base and plus; exact
+    match), with the sandbox mode the programs ran in."""
+    split = results.get("split", "test")
+    dataset = {**_generation_dataset(results["task"], split), "split": split, "args": {"num_few_shot": 0}}
+    execution = results.get("protocol", {}).get("execution") or {}
+    if execution.get("sandbox_mode"):
+        dataset["args"]["sandbox_mode"] = execution["sandbox_mode"]
+    if "exact_match" in results:
+        metrics = [_metric("exact_match", results["exact_match"], "exact match")]
+    elif "base_pass@k" in results:
+        metrics = [_metric(f"{k} ({kind})", v, f"{k} ({kind} tests)") for kind in ("base", "plus")
+                   for k, v in results[f"{kind}_pass@k"].items()]
+    else:
+        metrics = [_metric(k, v, k) for k, v in results["pass@k"].items()]
     return {"task": TASK, "dataset": dataset, "metrics": metrics, "source": _source(url)}
 
 

@@ -49,6 +49,19 @@ def test_model_index_from_both_evaluations(commonsense_results, code_results):
     humaneval = got[("HumanEval", "pass@1")]
     assert humaneval.metric_value == pytest.approx(0.5)
     assert humaneval.dataset_type == "openai/openai_humaneval" and humaneval.source_url == "https://example.org/run"
+    from evaluation.sandbox import sandbox_mode
+    assert humaneval.dataset_args == {"num_few_shot": 0, "sandbox_mode": sandbox_mode()}   # where programs ran
+
+
+def test_evalplus_results_give_base_and_plus_metrics(tmp_path):
+    from evaluation.code_eval import load_problems, score_samples
+
+    problem = load_problems("humanevalplus", limit=1)[0]
+    score_samples("humanevalplus", [{"task_id": problem["task_id"], "completion": problem["canonical_solution"]}],
+                  tmp_path, problems=[problem], progress=False)
+    entry = model_card.model_index("m", [tmp_path])[0]["results"][0]
+    assert entry["dataset"]["type"] == "evalplus/humanevalplus" and entry["dataset"]["name"] == "HumanEval+"
+    assert [m["type"] for m in entry["metrics"]] == ["pass@1 (base)", "pass@1 (plus)"]
 
 
 def test_update_model_card_keeps_the_rest(tmp_path, commonsense_results, code_results):
