@@ -180,6 +180,69 @@ def test_cli_reports_bad_input_in_one_line(command, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+# --- Hub push -------------------------------------------------------------------------------------
+
+SECRET = "hf_NotARealTokenButSecret0123456789"
+
+
+def _phi(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "recipes.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**_env(), "HF_TOKEN": SECRET, **env})
+
+
+def _model_folder(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    folder = tmp_path / "final"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "training_results.json").write_text(json.dumps({"metrics": {"step": 6, "loss": 2.5, "eval_loss": 2.75},
+                                                              "best": {"step": 4, "score": 0.25}}))
+    return folder
+
+
+def test_push_dry_run_shows_repo_files_and_card_and_never_writes_the_token(tiny_model_dir, tmp_path):
+    folder = _model_folder(tiny_model_dir, tmp_path)
+    files = sorted(p.name for p in folder.iterdir())
+    proc = _phi("push", str(folder), "my-org/phi-tiny", "--dry_run", HF_HUB_OFFLINE="0")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"would upload {len(files) + 1} files to model my-org/phi-tiny" in out
+    for name in [*files, "README.md"]:
+        assert f"  {name}\n" in out
+    card = out.split("README.md:\n", 1)[1]
+    assert card.startswith("---\nlibrary_name: transformers\n") and "# phi-tiny" in card
+    assert 'from_pretrained("my-org/phi-tiny", trust_remote_code=True)' in card
+    assert "- eval_loss: 2.75" in card and "best checkpoint: step 4 (score 0.2500)" in card
+    assert not (folder / "README.md").exists()  # a dry run writes nothing
+    data = write_dataset([{"id": "1", "text": "x = 1\n"}], tmp_path / "ds", name="d", description="t", build_info={})
+    proc = _phi("push", str(data), "my-org/phi-data", "--dry-run")  # the dashed spelling works too
+    assert proc.returncode == 0 and "would upload" in proc.stdout and "to dataset my-org/phi-data" in proc.stdout
+    assert (data / "README.md").read_text() in proc.stdout
+    # the token appears nowhere: not in the output, not in any file
+    assert SECRET not in out + proc.stdout + proc.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+
+
+def test_real_push_offline_fails_fast_in_one_line_before_any_upload_work(tiny_model_dir, tmp_path):
+    folder = _model_folder(tiny_model_dir, tmp_path)
+    start = time.time()
+    offline = _phi("push", str(folder), "my-org/phi-tiny", HF_HUB_OFFLINE="1")
+    unreachable = _phi("push", str(folder), "my-org/phi-tiny", HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9")
+    assert time.time() - start < 60
+    for proc, names in ((offline, "HF_HUB_OFFLINE is set"), (unreachable, "http://127.0.0.1:9")):
+        assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith("phi push: error: push to my-org/phi-tiny: the Hub") and names in proc.stderr
+        assert SECRET not in proc.stderr
+    assert not (folder / "README.md").exists()  # no upload work was started
+
+
+def test_training_with_a_real_push_fails_before_compute_when_offline(data, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ConnectionError, match=r"push to my-org/phi-tiny: the Hub .* HF_HUB_OFFLINE is set"):
+        pretrain.run(micro(data, out, push_to_hub="my-org/phi-tiny"))
+    assert not out.exists()
+
+
 # --- pieces of the loop --------------------------------------------------------------------------
 
 def test_schedules():
@@ -377,10 +440,13 @@ def test_learns_below_unigram_entropy_then_lora_finetune_exports_merged(data, tm
     ft = finetune.run(micro(data, tmp_path / "ft", model=result["final"], tokenizer=result["final"],
                             datasets=[{"path": str(tmp_path / "ex.jsonl"), "format": "exercises"}],
                             packed_dir=str(tmp_path / "ft-packed"), model_overrides={}, lora=True, lora_r=4,
-                            max_steps=4, save_steps=2, eval_steps=2, weight_decay=0.01, humaneval=True, eval_limit=2))
+                            max_steps=4, save_steps=2, eval_steps=2, weight_decay=0.01, humaneval=True, eval_limit=2,
+                            push_to_hub="my-org/phi-ft", push_dry_run=True))
     best = json.loads((tmp_path / "ft" / "best_checkpoint.json").read_text())
     assert best["step"] in (2, 4) and 0.0 <= best["score"] <= 1.0
     assert (tmp_path / "ft" / f"checkpoint-{best['step']}" / "humaneval" / "results.json").is_file()
+    assert ft["push"]["repo_id"] == "my-org/phi-ft" and {"model.safetensors", "README.md"} <= set(ft["push"]["files"])
+    assert f"best checkpoint: step {best['step']}" in ft["push"]["card"]
     model = AutoModelForCausalLM.from_pretrained(ft["final"], trust_remote_code=True)
     assert not any("lora" in k for k in model.state_dict())  # merged: loads without peft
     base = AutoModelForCausalLM.from_pretrained(result["final"], trust_remote_code=True)
