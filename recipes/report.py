@@ -120,10 +120,13 @@ def training_section(run_dir: Path, summaries: dict[str, dict[str, Any]]) -> str
 
 def eval_scores(summaries: dict[str, dict[str, Any]], tag: str) -> dict[str, float | None]:
     """pass@1 and multiple-choice acc_norm (acc where no acc_norm) of the model evaluated under `tag`."""
+    from evaluation.registry import get_task, known_tasks
+
     scores: dict[str, float | None] = {}
-    for task in ("humaneval", "mbpp"):
-        results = summaries.get(f"eval-{task}{tag}", {}).get("results", {})
-        scores[task] = results.get("pass@k", {}).get("pass@1")
+    for task in known_tasks():   # the registry's generation tasks this run evaluated
+        if f"eval-{task}{tag}" in summaries and get_task(task).output_type == "generate_until":
+            results = summaries[f"eval-{task}{tag}"].get("results", {})
+            scores[task] = results.get("pass@k", {}).get("pass@1")
     mc = summaries.get(f"eval-commonsense{tag}", {}).get("results", {}).get("results", {})
     for task, metrics in mc.items():
         scores[task] = metrics.get("acc_norm", metrics.get("acc"))

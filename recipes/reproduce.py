@@ -31,7 +31,6 @@ from recipes.config import add_config_arguments, load_config
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "recipes" / "configs" / "tiny.yaml"
 DEFAULT_FINETUNE_CONFIG = REPO / "recipes" / "configs" / "finetune-tiny.yaml"
-MC_TASKS = ("piqa", "hellaswag", "arc_easy", "arc_challenge", "winogrande", "boolq", "openbookqa", "siqa", "mmlu")
 
 
 @dataclass
@@ -287,12 +286,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, "finetune.")
     parser.add_argument("--eval_limit", type=int, default=20, help="HumanEval / MBPP problems evaluated")
     parser.add_argument("--max_new_tokens", type=int, default=128)
-    parser.add_argument("--mc_tasks", type=lambda s: s.split(","), default=list(MC_TASKS))
+    parser.add_argument("--mc_tasks", type=lambda s: s.split(","), default=["commonsense"],
+                        help="multiple-choice tasks or groups of the evaluation registry (default: commonsense)")
     parser.add_argument("--mc_limit", type=int, default=50, help="documents per multiple-choice task")
     parser.add_argument("--ablation", action="store_true", help="also train on the unfiltered corpus, same compute")
     parser.add_argument("--push_to_hub", metavar="ORG", default=None, help="upload datasets and model (online)")
     parser.add_argument("--dry_run", action="store_true", help="with --push_to_hub: list what would be uploaded")
     parser.add_argument("--restart", action="store_true", help="delete the run directory first")
+
+
+def check_benchmark_data(args: argparse.Namespace) -> None:
+    """Before any work: the data decontamination and code evaluation need must be there (one line naming the
+    Hub id and PHI_DATA_DIR otherwise); multiple-choice tasks without data are named now and skipped later."""
+    from evaluation.data import check_data, missing_data, resolve_data_dir
+    from evaluation.registry import resolve_tasks
+
+    check_data(["humaneval", "mbpp"])
+    missing = missing_data(resolve_tasks(args.mc_tasks), resolve_data_dir(None))
+    if missing:
+        print(f"multiple-choice data not found, these tasks will be skipped: {'; '.join(missing)}")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -307,6 +319,7 @@ def main(args: argparse.Namespace) -> None:
             load_config(config, _overrides(run, stage))
         except ValueError as err:
             raise ValueError(f"--{stage}.* overrides: {err}") from None
+    check_benchmark_data(args)
     start = time.time()
     for stage in stages(args):
         run_stage(run, stage)
