@@ -14,7 +14,8 @@ setup(
     package_data={
         "recipes": ["configs/*.yaml", "configs/accelerate/*.yaml"],
         "datasets_builders": ["data/*", "data/**/*"],
-        "evaluation": ["tasks/*.yaml", "code_tasks/*.yaml", "code_eval_metric/*"],
+        # the task registry: one folder per task (task.yaml, README.md, hooks.py)
+        "evaluation": ["tasks/*/*.yaml", "tasks/*/*.md", "tasks/*/*.py", "code_eval_metric/*"],
     },
     install_requires=[
         "torch>=2.6,<3",
@@ -50,7 +51,8 @@ setup(
         "ray": ["ray>=2.60,<3"],  # phi data ... --executor ray
         "serve": ["transformers[serving]>=5.5.0,<6"],
         "suite": ["parameterized>=0.9,<1"],  # tests/transformers_suite: transformers' own model tests use it
-        "dev": ["pytest>=8.0", "pytest-timeout>=2.3", "ruff>=0.6", "lm-eval>=0.4.5,<0.5", "transformers[serving]>=5.5.0,<6"],
+        "dev": ["pytest>=8.0", "pytest-timeout>=2.3", "ruff>=0.6", "lm-eval>=0.4.5,<0.5", "evalplus>=0.3.1,<0.4",
+                "transformers[serving]>=5.5.0,<6"],
     },
     entry_points={"console_scripts": ["phi=recipes.cli:main"]},
 )
