@@ -22,6 +22,8 @@ from pathlib import Path
 # (group, command) -> module. group None = top-level command.
 COMMANDS: dict[tuple[str | None, str], str] = {
     (None, "demo"): "recipes.demo",
+    (None, "pretrain"): "recipes.pretrain",
+    (None, "finetune"): "recipes.finetune",
     (None, "reproduce"): "recipes.reproduce",
     (None, "convert"): "modeling_phi.convert",
     (None, "push"): "recipes.push",
@@ -72,11 +74,26 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
             first, _, rest = doc.partition("\n")
             p = target.add_parser(name, help=first, description=first, epilog=rest.strip() or None,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-            p.set_defaults(_main=mod.main, _command=name)
+            p.set_defaults(_main=mod.main, _command=name, _actions=p._actions)
             mod.add_arguments(p)
+            _spelling_aliases(p)
         else:
             target.add_parser(name, help=f"(see `phi {' '.join(path)} --help`)")
     return parser
+
+
+def _spelling_aliases(parser: argparse.ArgumentParser) -> None:
+    """Underscores are the canonical flag style; the dashed spelling of every flag is accepted too (and back)."""
+    parser.allow_abbrev = False  # a typo is an error, never a silently completed other flag
+    for action in list(parser._actions):
+        for option in [o for o in action.option_strings if o.startswith("--")]:
+            canonical = "--" + option[2:].replace("-", "_")
+            for alias in (canonical, "--" + option[2:].replace("_", "-")):
+                if alias not in parser._option_string_actions:
+                    parser._option_string_actions[alias] = action
+                    action.option_strings.append(alias)
+        # show the underscore spelling first in --help
+        action.option_strings.sort(key=lambda o: (not o.startswith("--"), "-" in o[2:]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,7 +102,15 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["eval"] and len(argv) > 1 and argv[1].startswith("--") and argv[1] not in ("-h", "--help"):
         argv = ["eval", "run", *argv[1:]]   # `phi eval --tasks humaneval,piqa ...`: the registry runner
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # one line, with the closest flag of the command
+        import difflib
+
+        options = [o for a in getattr(args, "_actions", []) for o in a.option_strings]
+        hints = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u.split("=")[0], options, 1))
+                 else u for u in unknown]
+        sys.exit(f"phi {args._command}: error: unrecognized argument(s) {' '.join(hints)}")
     exit_on_user_errors(f"phi {args._command}", lambda: args._main(args))
 
 
