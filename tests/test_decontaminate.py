@@ -17,10 +17,13 @@ import pytest
 
 from datasets_builders.benchmark_index import load_benchmarks
 from datasets_builders.detectors import (
+    AstCalibration,
     AstMatch,
     EmbeddingSimilarity,
+    Match,
     NgramOverlap,
     ast_sequence,
+    code_units,
     extract_code,
 )
 from datasets_builders.sources import LocalPythonFiles
@@ -210,10 +213,14 @@ def test_extract_code_from_markdown_and_textbook_prose():
 def test_ast_detector_catches_planted_solutions_with_low_false_positives(items, clean, planted):
     assert sum(r["swapped"] for r in planted) >= 10, "the planted set must exercise statement reordering"
     detector = AstMatch(threshold=0.8).index(items)
+    # Calibrated as a run is (on the standard library), but without the files the clean functions come from.
+    held_out = set(LocalPythonFiles().paths()[::6])
+    detector.calibrate([p.read_text(encoding="utf-8", errors="replace") for p in LocalPythonFiles().paths() if p not in held_out])
     texts = [r["text"] for r in clean] + [r["text"] for r in planted]
     found: dict[int, dict[str, float]] = {}
     for m in detector.scan(texts):
-        found.setdefault(m.row, {})[items[m.item].item_id] = m.score
+        if m.counts(0.8):
+            found.setdefault(m.row, {})[items[m.item].item_id] = m.score
     missed = [r["item_id"] for k, r in enumerate(planted) if found.get(len(clean) + k, {}).get(r["item_id"], 0) < 0.95]
     assert not missed, f"planted solutions not caught at tau 0.95: {missed}"
     for tau in (0.95, 0.8):
@@ -347,3 +354,138 @@ def test_report_splits_pass_rates_by_similarity(tmp_path, items):
     assert humaneval[0.95]["similar"] == 1 and humaneval[0.95]["pass_rate"]["non_similar"] == 0.5  # embedding: any tau
     assert report["records_removed"] == 2 and report["records_removed_any_benchmark"] == {"0.95": 1, "0.85": 2}
     assert "| 0.85 | similar | 1 | 1 | 100.0% |" in render_markdown(report)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 17: specificity (calibration), size and proportion floors, units, --remove unit
+# ---------------------------------------------------------------------------------------------------------------
+
+COUNTER = "def count_items(xs):\n    total = 0\n    for x in xs:\n        total = total + 1\n    return total\n"
+HELPER = ("def helper_scores(rows, k):\n    out = []\n    for row in rows:\n        best = sorted(row, reverse=True)[:k]\n"
+          "        if best and best[0] > 0:\n            out.append(sum(best) / len(best))\n        else:\n"
+          "            out.append(0.0)\n    return out\n")
+WRAPPER = "def top_score(rows):\n    scores = helper_scores(rows, 3)\n    if not scores:\n        return None\n    return max(scores)\n"
+# Clean code with the counter's shape (a `__len__` counting by iteration, as in http/cookiejar.py).
+CLEAN_COUNTERS = ["class Jar:\n    def __len__(self):\n        i = 0\n        for cookie in self:\n            i = i + 1\n        return i\n",
+                  "def n_lines(f):\n    n = 0\n    for _ in f:\n        n = n + 1\n    return n\n"]
+
+
+def _item(item_id: str, solution: str, entry: str):
+    from datasets_builders.benchmark_index import BenchmarkItem
+
+    return BenchmarkItem("mbpp", item_id, f"Solve {item_id}.", solution, entry=entry)
+
+
+def test_calibration_bounds_items_whose_shape_is_common_in_clean_code():
+    items = [_item("mbpp/1", COUNTER, "count_items"), _item("mbpp/2", HELPER + "\n\n" + WRAPPER, "top_score")]
+    training = ["class Inventory:\n    def size(self):\n        count = 0\n        for item in self.items:\n"
+                "            count = count + 1\n        return count\n",  # clean code, counter-shaped
+                HELPER.replace("rows", "table").replace("best", "top")]  # a renamed copy of mbpp/2's solution
+    uncalibrated = AstMatch(threshold=0.8).index(items)
+    assert {(m.row, m.item) for m in uncalibrated.scan(training) if m.counts(0.8)} == {(0, 0), (1, 1)}
+    detector = AstMatch(threshold=0.8).index(items)
+    calibration = detector.calibrate(CLEAN_COUNTERS, ["jar.py", "lines.py"])
+    assert calibration.best("mbpp/1") == 1.0 and calibration.best("mbpp/2") == 0.0
+    # Both clean functions have the same normalised shape: one unique background unit.
+    assert calibration.background_units == 1 and calibration.items["mbpp/1"]["count"]["0.95"] == 1
+    assert calibration.items["mbpp/1"]["nearest"] == "jar.py: method Jar.__len__ (line 2)"
+    assert detector.undecidable[0].startswith("common shape")
+    found = detector.scan(training)
+    assert {(m.row, m.item) for m in found if m.counts(0.8)} == {(1, 1)}  # only the real copy counts
+    assert any(m.row == 0 and m.item == 0 and m.score >= 0.8 and not m.counts(0.8) for m in found)  # seen, not counted
+    # A bound below 1 raises the item's threshold: rate 0.9 counts at tau 0.8 only above best + margin.
+    stored = AstCalibration.from_json({**calibration.to_json(), "items": {"mbpp/2": {"best": 0.85, "nearest": "x", "count": {}}}})
+    detector.use_calibration(stored)
+    assert detector.bound(1) == pytest.approx(0.95) and not Match(1, 1, "ast", 0.9, bound=0.95).counts(0.8)
+    assert Match(1, 1, "ast", 0.97, bound=0.95).counts(0.8)
+
+
+def test_size_and_proportion_floors_on_the_benchmark_side():
+    tiny = _item("mbpp/3", "def f(a, b):\n    return a * b\n", "f")
+    wrapped = _item("mbpp/4", HELPER + "\n\n" + WRAPPER, "top_score")
+    detector = AstMatch(threshold=0.8).index([tiny, wrapped])
+    assert detector.undecidable[0].startswith("size floor")
+    # The entry is a thin wrapper (28% of the solution's code): the helper is what a match must cover.
+    assert detector.bench_seqs == [ast_sequence(ast.parse(HELPER).body[0])]
+    wrapper_shaped = "def best_of(groups):\n    vals = rank_groups(groups, 5)\n    if not vals:\n        return None\n    return max(vals)\n"
+    assert not detector.scan([wrapper_shaped, "def g(x, y):\n    return x * y\n"])
+    loose = AstMatch(threshold=0.8, min_item_tokens=0, min_item_share=0.0).index([tiny, wrapped])
+    assert {m.item for m in loose.scan([wrapper_shaped])} == {1}
+    # Nothing covering half of the solution: not decidable by AST.
+    helpers = _item("mbpp/5", HELPER + "\n\n" + HELPER.replace("helper_scores", "other") + "\n\n" + WRAPPER, "top_score")
+    assert AstMatch().index([helpers]).undecidable[0].startswith("proportion floor")
+
+
+def test_units_report_kind_name_and_lines_of_the_text():
+    text = ("# Notes\n\nSome prose.\n\n~~~py\nimport os\n\nclass Box:\n    @property\n    def size(self):\n"
+            "        return len(self.items)\n\nprint(Box)\n~~~\n")
+    units = {u.name: u for u in code_units(text)}
+    assert units["Box.size"].describe() == "method Box.size, lines 9-11 (code block 1)"
+    assert units["<module>"].lines == ((13, 13),) and units["<module>"].kind == "module"
+
+
+def test_remove_unit_cuts_the_matching_function_and_keeps_the_span_with_its_reason(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from datasets_builders.decontaminate import decontaminate
+
+    monkeypatch.setenv("PHI_INDEX_CACHE", str(tmp_path / "index"))
+    background = tmp_path / "clean"
+    background.mkdir()
+    for k, code in enumerate(CLEAN_COUNTERS):
+        (background / f"m{k}.py").write_text(code)
+    items = [_item("mbpp/1", COUNTER, "count_items"), _item("mbpp/2", HELPER + "\n\n" + WRAPPER, "top_score")]
+    monkeypatch.setattr("datasets_builders.decontaminate.load_benchmarks", lambda *a, **k: items)
+    planted = HELPER.replace("rows", "grid")
+    module = f'"""Utilities."""\nimport math\n\n\ndef area(r):\n    return math.pi * r * r\n\n\n{planted}\n\ndef last(xs):\n    return xs[-1]\n'
+    counter = "class Bag:\n    def __len__(self):\n        n = 0\n        for _ in self.things:\n            n = n + 1\n        return n\n"
+    corpus = tmp_path / "corpus.jsonl"
+    records = [{"id": "module", "text": module}, {"id": "bag", "text": counter}, {"id": "only", "text": planted}]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = decontaminate(corpus, tmp_path / "out", detectors=["ast"], remove="unit", calibration_corpus=background)
+    kept = {r["id"]: r["text"] for r in pq.read_table(next((out / "data").glob("*.parquet"))).to_pylist()}
+    removed = {r["id"]: r for r in pq.read_table(next((out / "removed").glob("*.parquet"))).to_pylist()}
+    assert set(kept) == {"module", "bag"}  # "only" was nothing but the plant: the record goes
+    assert "def area" in kept["module"] and "def last" in kept["module"] and "helper_scores" not in kept["module"]
+    first = module[:module.index("def helper_scores")].count("\n") + 1
+    assert removed["module"]["removed_lines"] == [[first, first + planted.count("\n") - 1]]
+    assert removed["module"]["text"] == planted and removed["module"]["removed_scope"] == "unit"
+    assert removed["module"]["removed_reason"] == "ast:mbpp/2"
+    assert removed["module"]["contamination"][0]["unit"].startswith("function helper_scores, lines ")
+    assert removed["only"]["removed_scope"] == "record" and kept["bag"] == counter  # common shape: kept
+    report = json.loads((out / "report.json").read_text())
+    assert report["records_by_evidence"]["0.8"] == {"ast_specific": 2, "ast_common_shape": 0, "other_detectors_only": 0,
+                                                    "suppressed_by_calibration": 1}
+    assert report["ast"]["undecidable_items"]["mbpp/1"].startswith("common shape")
+    assert list(Path(tmp_path / "index").glob("ast-calibration-*.json"))  # stored with the benchmark index
+
+
+def test_calibration_is_stored_and_reused_until_the_background_changes(tmp_path, monkeypatch):
+    from datasets_builders.decontaminate import calibrate_ast
+
+    monkeypatch.setenv("PHI_INDEX_CACHE", str(tmp_path / "index"))
+    background = tmp_path / "clean"
+    background.mkdir()
+    (background / "a.py").write_text(CLEAN_COUNTERS[1])
+    items = [_item("mbpp/1", COUNTER, "count_items")]
+    first, cached = calibrate_ast(AstMatch().index(items), background)
+    assert not cached and first.best("mbpp/1") == 1.0
+    again, cached = calibrate_ast(AstMatch().index(items), background)
+    assert cached and again.key == first.key
+    (background / "a.py").write_text("def other(x):\n    return [y for y in x if y]\n")
+    changed, cached = calibrate_ast(AstMatch().index(items), background)
+    assert not cached and changed.key != first.key and changed.best("mbpp/1") == 0.0
+
+
+def test_table3_splits_flags_into_rare_and_common_shapes():
+    from datasets_builders.decontaminate import flag_split
+
+    matches = [{"row": 0, "detector": "ast", "score": 0.9, "bound": 0.0},    # rare shape
+               {"row": 1, "detector": "ast", "score": 0.97, "bound": 0.92},  # common below 0.92 (bound >= tau), exceeded
+               {"row": 2, "detector": "ast", "score": 0.88, "bound": 0.92},  # reaches 0.8 / 0.85, not the bound
+               {"row": 3, "detector": "ngram", "score": 0.1, "bound": 0.0}]
+    # At 0.95 the bound 0.92 binds nothing: row 1 is a rare-shape flag there.
+    assert flag_split(matches, 0.95) == {"ast_specific": 1, "ast_common_shape": 0, "other_detectors_only": 1,
+                                         "suppressed_by_calibration": 0}
+    assert flag_split(matches, 0.85) == {"ast_specific": 1, "ast_common_shape": 1, "other_detectors_only": 1,
+                                         "suppressed_by_calibration": 1}
