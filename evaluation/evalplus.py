@@ -237,7 +237,7 @@ def evalplus_outcomes(spec: dict[str, Any], problems_by_id: dict[str, dict[str, 
 # as its get_groundtruth does (without its dataset-wide cache).
 _EVALPLUS_SCRIPT = r"""
 import json, os, sys
-dataset, data_file, samples_file = sys.argv[1:4]
+dataset, data_file, samples_file, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 os.environ["HUMANEVAL_OVERRIDE_PATH" if dataset == "humaneval" else "MBPP_OVERRIDE_PATH"] = data_file
 from evalplus.data import get_human_eval_plus, get_mbpp_plus
 from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
@@ -254,20 +254,27 @@ for task_id in dict.fromkeys(s["task_id"] for s in samples):
         oracle[kind], oracle[kind + "_time"] = trusted_exec(p["prompt"] + p["canonical_solution"], p[kind + "_input"],
                                                             p["entry_point"], record_time=True, output_not_none=not_none)
     expected[task_id] = oracle
-for s in samples:   # what evalplus.evaluate.check_correctness does, with its default time limits
+def check(s):   # what evalplus.evaluate.check_correctness does, with its default time limits
     p, oracle = problems[s["task_id"]], expected[s["task_id"]]
     verdict = {kind: untrusted_check(dataset, p["prompt"] + s["completion"], p[kind + "_input"], p["entry_point"],
                                      expected=oracle[kind], atol=p["atol"], ref_time=oracle[kind + "_time"])[0]
                for kind in ("base", "plus")}
-    print(json.dumps({"task_id": s["task_id"], **verdict}))
+    return {"task_id": s["task_id"], **verdict}
+import time
+from concurrent.futures import ThreadPoolExecutor   # each check runs in its own process (evalplus's)
+t0 = time.perf_counter()
+with ThreadPoolExecutor(workers) as pool:
+    for verdict in pool.map(check, samples):
+        print(json.dumps(verdict))
+print("timing " + json.dumps({"checks_s": time.perf_counter() - t0}))
 """
 
 
-def evalplus_reference(dataset: str, data_file: str, samples_file: str) -> list[dict[str, str]]:
-    """evalplus's own verdicts ({"task_id", "base": "pass"/"fail"/"timeout", "plus": ...}) per sample."""
+def evalplus_reference(dataset: str, data_file: str, samples_file: str, workers: int = 1) -> list[dict[str, str]]:
+    """evalplus's own verdicts ({"task_id", "base": "pass"/"fail"/"timeout", "plus": ...}) per sample, in order."""
     import subprocess
     import sys
-    proc = subprocess.run([sys.executable, "-c", _EVALPLUS_SCRIPT, dataset, data_file, samples_file],
+    proc = subprocess.run([sys.executable, "-c", _EVALPLUS_SCRIPT, dataset, data_file, samples_file, str(workers)],
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"evalplus failed on {samples_file}: {proc.stderr.strip()[-800:]}")
