@@ -154,9 +154,10 @@ def manifest(root: Path) -> tuple[dict[str, dict], list[str]]:
     return files, stubs
 
 
-def run_pytest(root: Path, target: str, xml: Path, timeout: int, extra: list[str], ours_path: Path | None) -> int:
+def run_pytest(root: Path, target: str, xml: Path, timeout: int, extra: list[str], ours_path: Path | None,
+               run_slow: bool) -> int:
     env = dict(os.environ, PHI_SUITE_TARGET=target, OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false")
+               TOKENIZERS_PARALLELISM="false", RUN_SLOW="1" if run_slow else "0")
     paths = [str(SUITE_DIR)] + ([str(ours_path)] if ours_path else []) + [str(REPO)]
     env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [os.environ.get("PYTHONPATH")] if p])
     cmd = [sys.executable, "-m", "pytest", PHI_TEST, "-p", "phi_substitute", "-p", "no:cacheprovider", "-q", "-rfE",
@@ -254,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ours-rev", help="test modeling_phi as of this git revision instead of the working tree")
     parser.add_argument("--only", choices=("both", "native", "ours"), default="both")
     parser.add_argument("--timeout", type=int, default=600, help="per-test timeout in seconds (pytest-timeout)")
+    parser.add_argument("--run-slow", action="store_true",
+                        help="also the suite's @slow tests (RUN_SLOW=1); its Hub integration tests need network")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "transformers_suite.json")
     parser.add_argument("--failures-md", type=Path, help="also write the differing tests grouped by cause here")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
@@ -280,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         for target in ("native", "ours"):
             if args.only in (target, "both"):
                 xml = Path(tmp) / f"{target}.xml"
-                run_pytest(root, target, xml, args.timeout, args.pytest_args, ours_path)
+                run_pytest(root, target, xml, args.timeout, args.pytest_args, ours_path, args.run_slow)
                 if not xml.is_file():
                     sys.exit(f"run_suite: pytest wrote no report for {target}; see its output above")
                 results[target] = outcomes(xml)
@@ -293,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": git("rev-parse", "HEAD") + ("" if not git("status", "--porcelain", "modeling_phi") else "+dirty"),
-        "ours_rev": args.ours_rev or "working tree",
+        "ours_rev": args.ours_rev or "working tree", "run_slow": args.run_slow,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "transformers": transformers.__version__, "torch": torch.__version__,
         "suite_root": str(root), "suite_files": files, "stubbed": stubs,
