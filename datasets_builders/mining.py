@@ -200,11 +200,13 @@ def _exercise_candidate(node: ast.FunctionDef, lines: list[str], imports: dict[s
     }
 
 
-def exercise_from_code(code: str, function_name: str | None = None) -> tuple[Exercise | None, str]:
+def exercise_from_code(code: str, function_name: str | None = None,
+                       require_tests: bool = True) -> tuple[Exercise | None, str]:
     """Split code that defines a documented function followed by tests into an Exercise, or (None, reason).
 
     The prompt is everything up to the end of the function's docstring (imports, helpers, signature,
-    docstring); the completion the rest of the body; the tests every top-level statement after it.
+    docstring); the completion the rest of the body; the tests every top-level statement after it
+    (`require_tests=False`: a solution whose tests come from elsewhere; its own asserts are dropped).
     """
     try:
         tree = ast.parse(code)
@@ -227,9 +229,22 @@ def exercise_from_code(code: str, function_name: str | None = None) -> tuple[Exe
     prompt = "\n".join(lines[:start]) + ("\n" if start else "") + header
     after = [n for n in tree.body if n.lineno > node.end_lineno]
     tests = "\n".join(lines[after[0].lineno - 1:]).strip() + "\n" if after else ""
+    if not require_tests:
+        return Exercise(prompt.lstrip("\n"), body, "", node.name), ""
     if not any(isinstance(n, ast.Assert) for stmt in after for n in ast.walk(stmt)):
         return None, "no_tests"
     return Exercise(prompt.lstrip("\n"), body, tests, node.name), ""
+
+
+def assert_statements(code: str) -> list[str]:
+    """The top-level statements of `code` that assert something, each one test (source text)."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return []
+    return [ast.get_source_segment(code, stmt) for stmt in tree.body
+            if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom))
+            and any(isinstance(n, ast.Assert) for n in ast.walk(stmt))]
 
 
 def program(record: Record) -> str:

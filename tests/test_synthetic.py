@@ -65,7 +65,7 @@ EXERCISE_REPLIES = {"count_vowels": GOOD, "is_square": GOOD_UNFENCED, "add_one":
 # "merge_dicts" has no scripted reply: the model answers with an empty string.
 EXERCISE_EXPECTED = {"count_vowels": "kept", "is_square": "kept", "add_one": "verify:tests_failed",
                      "split_words": "parse:not_code", "make_list": "parse:wrong_function_name",
-                     "sum_list": "parse:no_tests", "merge_dicts": "parse:empty_reply"}
+                     "sum_list": "independent_tests:no_tests", "merge_dicts": "parse:empty_reply"}
 SECTION = ("Recursion is when a function calls itself on a smaller input until it reaches a base case.\n\n"
            "```python\ndef factorial(n):\n    return 1 if n < 2 else n * factorial(n - 1)\n```\n")
 SECTION2 = ("Sorting puts items in order. Python's sorted() returns a new list; list.sort() sorts in place.\n\n"
@@ -174,8 +174,13 @@ def test_mined_exercises_are_verified_and_seeded(tmp_path):
     # Only doctest-verified functions: every one has tests that passed.
     d = build_exercises(tmp_path / "d", n=None, seed=0, source_root=root, require_tests=True, embed=False)
     tested = read_records(d)
-    assert tested and all(r["tests"].strip() and r["verified"] == "tests_passed" for r in tested)
-    assert read_build_info(d)["rejected"]["no_doctests"] > 0
+    assert tested and all(r["tests"].strip() and r["verified"] == "doctests" for r in tested)
+    info = read_build_info(d)
+    assert info["rejected"]["no_doctests"] > 0 and info["verified_by_tests_share"] == 1.0
+    assert info["with_doctests"] == len(tested) + info["removed_by_reason"].get("verify:tests_failed", 0) + \
+        info["removed_by_reason"].get("verify:timed_out", 0) + info["removed_by_reason"].get("dedup:duplicate", 0) + \
+        info["removed_by_reason"].get("dedup:near_duplicate", 0)
+    assert "are verified by tests: the standard library's doctests" in (d / "README.md").read_text()
 
 
 def test_mined_textbook_sections(tmp_path):
@@ -288,15 +293,22 @@ def test_http_teacher_writes_expected_records(server, scripted, tmp_path):
     ex = build_exercises(tmp_path / "exercises", teacher=teacher, n=n_ex, sampler=sampler, embed=False)
     assert _outcomes(ex, "function_name") == EXERCISE_EXPECTED
     info = read_build_info(ex)
-    assert info["removed_by_reason"] == {"verify:tests_failed": 1, "parse:not_code": 1, "parse:no_tests": 1,
-                                         "parse:wrong_function_name": 1, "parse:empty_reply": 1}
-    assert info["teacher_stats"]["requests"] == n_ex and info["diversity"]["coverage"]["function_name"]["of"] == n_ex
+    assert info["removed_by_reason"] == {"verify:tests_failed": 1, "parse:not_code": 1,
+                                         "independent_tests:no_tests": 1, "parse:wrong_function_name": 1,
+                                         "parse:empty_reply": 1}
+    # One request per prompt, then for each parsed exercise a separate tests request and 2 more candidates.
+    assert info["teacher_stats"]["requests"] == n_ex + 4 * 3
+    assert info["diversity"]["coverage"]["function_name"]["of"] == n_ex
+    assert info["verified"] == {"independent_tests": 2} and info["verified_by_tests_share"] == 1.0
+    assert "best of 3 candidates by CodeT dual agreement" in (ex / "README.md").read_text()
     records = read_records(ex, columns=["prompt", "completion", "tests", "generation_prompt", "constraints"])
     assert all(json.loads(r["constraints"])["function_name"] in r["generation_prompt"] for r in records)
+    assert sorted(r["tests_passed"] for r in records) == ["2/2", "3/3"]  # every independent test passed
+    assert all(r["candidates"] == 3 and r["agreement"] == 3 for r in records)
     # A second run asks nothing: every reply comes from the cache.
     again = _teacher(server, tmp_path / "c2")
     build_exercises(tmp_path / "exercises2", teacher=again, n=n_ex, sampler=sampler, embed=False)
-    assert again.stats["cached"] == n_ex and again.stats["requests"] == 0
+    assert again.stats["cached"] == n_ex + 4 * 3 and again.stats["requests"] == 0
     assert _shards(tmp_path / "exercises2") == _shards(ex)
 
 
@@ -326,15 +338,16 @@ def test_server_killed_mid_run_then_restarted(server, scripted, tmp_path):
         build_exercises(tmp_path / "out", teacher=teacher, n=n_ex, sampler=sampler, embed=False)
     killer.join(timeout=5)
     done = lines()
-    assert 2 <= done < n_ex and not is_complete(tmp_path / "out")
+    assert 2 <= done < n_ex + 4 * 3 and not is_complete(tmp_path / "out")
     server.start()  # same port, fresh process
     resumed = _teacher(server, cache)
     out = build_exercises(tmp_path / "out", teacher=resumed, n=n_ex, sampler=sampler, embed=False)
-    assert resumed.stats["cached"] == done and resumed.stats["requests"] == n_ex - done
+    total = n_ex + 4 * 3  # the prompts, then a tests request and 2 more candidates per parsed exercise
+    assert resumed.stats["cached"] == done and resumed.stats["requests"] == total - done
     assert _shards(out) == _shards(reference)
     assert _outcomes(out, "function_name") == EXERCISE_EXPECTED
     keys = [json.loads(line)["key"] for line in (cache / CACHE_FILE).read_text().splitlines()]
-    assert len(keys) == len(set(keys)) == n_ex  # no request answered twice, none lost
+    assert len(keys) == len(set(keys)) == total  # no request answered twice, none lost
 
 
 @pytest.mark.slow
