@@ -216,8 +216,8 @@ def compare(native: dict[str, dict], ours: dict[str, dict]) -> tuple[list[dict],
 def cause_key(message: str) -> str:
     """A message with the numbers and object addresses taken out, to group failures by cause."""
     first = message.strip().splitlines()[0] if message.strip() else "(no message)"
-    first = re.sub(r"0x[0-9a-f]+", "0x…", first)
-    return re.sub(r"\d+(\.\d+)?(e-?\d+)?", "N", first)[:240]
+    first = re.sub(r"\d+(\.\d+)?(e-?\d+)?", "N", re.sub(r"0x[0-9a-f]+", "ADDR", first))
+    return first[:240]
 
 
 def write_failures_md(path: Path, report: dict) -> None:
