@@ -334,9 +334,10 @@ def phi_data(corpus: Path, out: Path, *extra: str, wait: bool = True):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_same_kept_ids_on_every_executor_and_after_a_kill(tmp_path):
     corpus = tmp_path / "corpus"
-    planted = synthetic_code_corpus(corpus, 2400, seed=1, shard_rows=300, planted=0.03)  # 8 JSONL files
+    planted = synthetic_code_corpus(corpus, 1600, seed=1, shard_rows=200, planted=0.03)  # 8 JSONL files
     one = build_filtered_code(corpus, tmp_path / "one", quality_filter=False, content_column="content")
     reference = kept_ids(one)
     info = check_counts(one)
@@ -473,3 +474,17 @@ def test_llm_judge_through_a_flaky_server(tmp_path, served_model):  # noqa: F811
     assert [d.id for d in docs] == [f"d{i}" for i in range(5)]
     annotated = {d.id: d.metadata["edu_annotation"] for d in docs if d.metadata["edu_annotation"] is not None}
     assert set(annotated) == {"d0", "d2", "d3"} and set(annotated.values()) <= set(expected)
+
+
+def test_slurm_executor_needs_a_partition_and_sbatch(tmp_path, monkeypatch):
+    from recipes import cli
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text(code("a"))
+    for extra, message in ((["--executor", "slurm"], "--executor slurm needs --slurm-partition"),
+                           (["--executor", "slurm", "--slurm-partition", "cpu"], "no `sbatch` on this machine")):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["data", "filtered-code", "--input", str(src), "--output", str(tmp_path / "out"), *extra])
+        assert message in str(exit_.value.code) and "\n" not in str(exit_.value.code)

@@ -358,3 +358,16 @@ def test_local_transformers_teacher_batches(scripted, tmp_path):
     assert replies == [EXERCISE_REPLIES.get(p.constraints["function_name"], "") for p in prompts]
     again = TransformersTeacher(str(scripted["model"]), cache_dir=tmp_path, max_tokens=4, batch_size=4)
     assert again.generate(prompts) == replies and again.stats["cached"] == len(prompts)
+
+
+@pytest.mark.slow
+def test_seeded_textbook_prompts_beyond_the_lists(tmp_path):
+    """More prompts than the lists alone allow (the old sampler stopped at 29,120): seeds make them distinct."""
+    from recipes import cli
+
+    cli.main(["data", "textbook", "--n", "40000", "--teacher-url", "http://127.0.0.1:9/v1", "--teacher-model", "m",
+              "--output", str(tmp_path / "tb"), "--dry-run", "--tasks", "2"])
+    plan = json.loads((tmp_path / "tb.work" / "plan.json").read_text())
+    assert plan["n"] == plan["distinct_prompts"] == 40000 and plan["extracts"] > 1000
+    first = json.loads((tmp_path / "tb.work" / "prompts" / "00000.jsonl").open().readline())
+    assert "```python" in first["text"] and first["metadata"]["seed_path"].endswith(".py")
