@@ -8,7 +8,7 @@ repetitive data; this report measures it, for the dataset card of every built se
 - near-duplicate rate: the share of records whose MinHash (word 5-gram shingles) Jaccard estimate with an
   earlier record is at least the threshold.
 
-`NearDuplicates` is also the exercise builder's near-dedup filter, so "near-duplicate" means one thing.
+The near-duplicate measure is `filters.dedup.NearDuplicateIndex`: the MinHash of the pipelines' dedup stages.
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from datasketch import MinHash, MinHashLSH
+from .filters.dedup import NearDuplicateIndex
 
 WORD = re.compile(r"\w+|[^\w\s]")
 NEAR_DUP_THRESHOLD = 0.8
-SHINGLE = 5
-NUM_PERM = 128
 EMBED_SAMPLE = 100
 EMBED_MAX_LENGTH = 128
 
@@ -43,33 +41,8 @@ def distinct_n(texts: Iterable[str], n: int) -> float:
     return len(grams) / total if total else 0.0
 
 
-class NearDuplicates:
-    """Streaming MinHash-LSH: `seen(text)` is True when an earlier text is a near duplicate (else it is added)."""
-
-    def __init__(self, threshold: float = NEAR_DUP_THRESHOLD, shingle: int = SHINGLE, num_perm: int = NUM_PERM):
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        self.shingle = shingle
-        self.num_perm = num_perm
-        self.count = 0
-
-    def minhash(self, text: str) -> MinHash:
-        tokens = words(text)
-        shingles = {" ".join(tokens[i:i + self.shingle]) for i in range(max(1, len(tokens) - self.shingle + 1))}
-        m = MinHash(num_perm=self.num_perm, seed=1)
-        m.update_batch([s.encode("utf-8") for s in shingles])
-        return m
-
-    def seen(self, text: str) -> bool:
-        m = self.minhash(text)
-        if self.lsh.query(m):
-            return True
-        self.lsh.insert(str(self.count), m)
-        self.count += 1
-        return False
-
-
 def near_duplicate_rate(texts: list[str], threshold: float = NEAR_DUP_THRESHOLD) -> float:
-    index = NearDuplicates(threshold)
+    index = NearDuplicateIndex(threshold)
     return sum(index.seen(t) for t in texts) / len(texts) if texts else 0.0
 
 

@@ -34,7 +34,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .diversity import NearDuplicates, write_with_report
+from .diversity import write_with_report
+from .filters.dedup import NearDuplicateIndex
 from .mining import assert_statements, exercise_from_code, mine_exercises, program, seeded_order
 from .pipeline import Filter, Record, Step, run_pipeline
 from .prompts import GenerationPrompt, PromptSampler
@@ -133,7 +134,7 @@ class Deduplicate(Filter):
     def __init__(self) -> None:
         super().__init__()
         self.hashes: set[str] = set()
-        self.near = NearDuplicates()
+        self.near = NearDuplicateIndex()
 
     def keep(self, record: Record) -> bool | tuple[bool, str]:
         text = record["prompt"] + record["completion"]

@@ -10,6 +10,10 @@ MinHash: `MinhashDedupSignature` per task -> `MinhashDedupBuckets` (one task per
 Which copy is kept: of exact duplicates, the one whose id hashes highest (a priority from the id, so the
 choice does not depend on how documents were split into tasks); of a near-duplicate cluster, MinHash's
 cluster root, which depends only on the documents' order, and readers keep one order for any task count.
+
+`NearDuplicateIndex` is the same MinHash (datatrove's shingles and signatures, the same bands and rows) as an
+in-memory index, for sets small enough to hold: a synthetic batch, a diversity sample. So "near duplicate"
+means one thing in every builder and report.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from datatrove.pipeline.dedup.minhash import (
 )
 from datatrove.pipeline.writers.disk_base import DiskWriter
 from datatrove.utils.hashing import HashConfig
+from datatrove.utils.text import TextNormConfig
 from datatrove.utils.word_tokenizers import WordTokenizer
 
 WORD = re.compile(r"\w+")
@@ -86,8 +91,10 @@ class Dedup:
         bands, rows = lsh_bands(self.threshold)
         self.exact = ExactDedupConfig(content_getter=normalized_text, document_priority=id_priority,
                                       hash_config=HashConfig(precision=64, hash_fc="sha1"))
+        # Numbers stay: in code they are part of what makes two files different.
         self.minhash = MinhashConfig(n_grams=5, num_buckets=bands, hashes_per_bucket=rows, seed=self.seed,
-                                     hash_config=HashConfig(precision=64, hash_fc="sha1"))
+                                     hash_config=HashConfig(precision=64, hash_fc="sha1"),
+                                     norm_config=TextNormConfig(norm_numbers=False))
 
     def path(self, name: str) -> str:
         return str(self.work / "dedup" / name)
@@ -112,3 +119,22 @@ class Dedup:
 
     def minhash_filter(self, exclusion_writer: DiskWriter | None = None) -> MinhashDedupFilter:
         return MinhashDedupFilter(self.path("minhash-remove"), exclusion_writer=exclusion_writer)
+
+
+class NearDuplicateIndex:
+    """`seen(text)`: True when an earlier text shares a MinHash band with it (else the text is added)."""
+
+    def __init__(self, threshold: float = 0.8, seed: int = 0):
+        config = Dedup(Path("unused"), threshold, seed).minhash
+        self.signer = MinhashDedupSignature("unused", config=config, language=CodeWords())  # opens no file
+        self.bands: set[tuple[int, tuple[int, ...]]] = set()
+
+    def seen(self, text: str) -> bool:
+        shingles = self.signer.get_shingles(text)
+        if shingles.size == 0:  # fewer words than a shingle: the whole text is the one shingle
+            shingles = self.signer.get_shingles(" ".join([text] * self.signer.config.n_grams))
+        keys = [(i, tuple(band)) for i, band in enumerate(self.signer.get_signature(shingles))]
+        if any(key in self.bands for key in keys):
+            return True
+        self.bands.update(keys)
+        return False
