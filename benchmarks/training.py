@@ -28,7 +28,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import print_table, write_results  # noqa: E402
 from modeling_phi import PRESETS  # noqa: E402
-from recipes.mfu import measure_peak_flops  # noqa: E402
+from recipes.mfu import flops_per_token, measure_peak_flops  # noqa: E402
 
 SHAPES = {"tiny": dict(seq_len=256, micro=8, accum=2), "small": dict(seq_len=256, micro=4, accum=2)}
 A100_BF16 = 312e12
@@ -99,21 +99,22 @@ def run_trainer(preset: str, data: dict[str, str], shape: dict, steps: int, out:
     return [tokens / t for t in times[1:]]
 
 
-def flops_per_token(preset: str, seq_len: int) -> float:
-    """6 N_matmul + 12 L H S (DESIGN.md), from the preset's shape."""
-    p = PRESETS[preset]
-    h, layers, vocab = p["hidden_size"], p["num_hidden_layers"], p["vocab_size"]
-    n_matmul = layers * (4 * h * h + 2 * h * p["intermediate_size"]) + h * vocab
-    return 6 * n_matmul + 12 * layers * h * seq_len
+def preset_flops_per_token(preset: str, seq_len: int) -> float:
+    """recipes/mfu.py's FLOPs per token for a preset's shape (the model built on the meta device: no weights)."""
+    from modeling_phi import PhiConfig, PhiForCausalLM
+
+    with torch.device("meta"):
+        model = PhiForCausalLM(PhiConfig.from_preset(preset))
+    return flops_per_token(model, seq_len)
 
 
 def phi1_on_8_a100(mfu: float = 0.53) -> dict:
-    """What phi-1's pretraining needs on 8 A100-80GB (DESIGN.md numbers), computed."""
+    """What phi-1's pretraining needs on 8 A100-80GB (the paper's batch, 24k steps), computed."""
     p = PRESETS["phi-1"]
     h, layers, vocab, seq, micro = p["hidden_size"], p["num_hidden_layers"], p["vocab_size"], 2048, 8
     params = layers * (4 * h * h + 4 * h + 2 * h * p["intermediate_size"] + p["intermediate_size"] + h + 2 * h) \
         + 2 * vocab * h + vocab + 2 * h
-    fpt = flops_per_token("phi-1", seq)
+    fpt = preset_flops_per_token("phi-1", seq)
     gib = 2**30
     # Mixed precision with fp32 master weights: weights 4 B + grads 4 B + Adam m, v 8 B per parameter.
     ddp_states = 16 * params / gib
@@ -151,7 +152,7 @@ def main() -> None:
         for r in range(args.rounds):  # interleaved
             ours += run_ours(preset, data, shape, args.steps, work / f"ours-{preset}-{r}")
             theirs += run_trainer(preset, data, shape, args.steps, work / f"trainer-{preset}-{r}")
-        fpt = flops_per_token(preset, shape["seq_len"])
+        fpt = preset_flops_per_token(preset, shape["seq_len"])
         o, t = statistics.median(ours), statistics.median(theirs)
         rows.append({"preset": preset, "seq_len": shape["seq_len"], "batch": shape["micro"] * shape["accum"],
                      "ours_tok_s": o, "trainer_tok_s": t, "ours_mfu": o * fpt / peak, "trainer_mfu": t * fpt / peak,

@@ -98,7 +98,7 @@ def build_model(cfg: TrainConfig, config, tokenizer):
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"tokenizer {cfg.tokenizer} has {len(tokenizer)} tokens, more than the model's "
                          f"vocab_size {model.config.vocab_size}")
-    model.config.use_cache = False  # a cache in training would merge packed documents (DESIGN.md)
+    model.config.use_cache = False  # with a cache, packed documents would attend across (README: Packed documents)
     if cfg.gradient_checkpointing:  # transformers v5 renamed it; keep working on both
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
         enable(gradient_checkpointing_kwargs={"use_reentrant": False})
