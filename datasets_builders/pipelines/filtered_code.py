@@ -4,8 +4,8 @@ Sources (`--input`): a folder of .py files (default: the running Python's standa
 Parquet files or a dataset folder with the code in `--content-column`, or a Hub dataset id streamed when
 online. The pipeline is a list of datatrove stages (`stages()`), each run by the executor you choose:
 
-  prefilter       read -> readable -> parses -> size -> generated / data-only        (--tasks tasks)
-  exact-*         datatrove exact dedup: signatures, find (1 task)
+  prefilter       read -> readable -> parses -> size -> generated / data-only, exact-dedup signatures
+  exact-find      datatrove exact dedup: duplicates across tasks (1 task)
   minhash-*       datatrove MinHash: signatures (after the exact filter), buckets, cluster (1 task)
   dedup           exact + near-duplicate filters -> the output (--no-quality-filter) or the next stage
   sample          the seeded `--annotate N` sample over the whole corpus (1 task)
@@ -126,9 +126,9 @@ def stages(cfg: FilteredCodeConfig, work: Path, staging: Path) -> list[Stage]:
 
     reader = make_reader(cfg.input, cfg.content_column, cfg.max_bytes, cfg.data_dir, cfg.split)
     plan = [
+        # The exact-dedup signatures are taken as the pre-filtered files are written: one pass less.
         Stage("prefilter", [reader, *prefilters(removed, cfg.min_chars, cfg.max_chars),
-                            IntermediateWriter(folder("prefiltered"))], tasks),
-        Stage("exact-signatures", [IntermediateReader(folder("prefiltered")), dedup.exact_signature()], tasks),
+                            IntermediateWriter(folder("prefiltered")), dedup.exact_signature()], tasks),
         Stage("exact-find", [dedup.exact_find()], 1),
         Stage("minhash-signatures", [IntermediateReader(folder("prefiltered")), dedup.exact_filter(),
                                      dedup.minhash_signature()], tasks),
