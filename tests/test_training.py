@@ -384,6 +384,27 @@ def test_two_process_gloo_matches_one_process(data, tmp_path):
 
 
 @pytest.mark.slow
+def test_multi_node_config_as_two_machines_on_localhost(data, tmp_path):
+    """multi-node.yaml, machine ranks 0 and 1 started apart (one process each, gloo over 127.0.0.1) = 1 process."""
+    cfg = micro(data, tmp_path / "one", max_steps=4, model_overrides=NO_DROPOUT, save_steps=100, eval_steps=4)
+    pretrain.run(cfg)
+    config = tmp_path / "nodes.yaml"
+    config.write_text(yaml.safe_dump({**cfg, "output_dir": str(tmp_path / "nodes")}))
+    nodes = [subprocess.Popen(["accelerate", "launch", "--config_file", str(LAUNCH_CONFIGS / "multi-node.yaml"),
+                               "--num_processes", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+                               "--main_process_port", "29529", "recipes/pretrain.py", "--config", str(config)],
+                              cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in (0, 1)]
+    logs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    assert all(re.search(r"MULTI_CPU on 2 x cpu(:\d)?, 1 accumulation step\(s\)", log) for log in logs)
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "nodes")
+    assert [r["step"] for r in two] == [1, 2, 3, 4]
+    assert all(abs(a["loss"] - b["loss"]) < 1e-4 and abs((a["eval_loss"] or 0) - (b["eval_loss"] or 0)) < 1e-4
+               for a, b in zip(one, two))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("launch_config, kind, port", [("fsdp.yaml", "FSDP", 29521),
                                                        ("deepspeed-zero2.yaml", "DEEPSPEED", 29525)])
 def test_sharded_two_processes_match_one_process_and_resume_after_sigkill(data, tmp_path, launch_config, kind, port):
