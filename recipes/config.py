@@ -342,7 +342,9 @@ class ConfigParser:
             raise ValueError(f"command line: unexpected argument(s) {' '.join(rest)}; overrides are --key value")
         return vars(namespace)
 
-    def help(self, description: str = "") -> str:
+    def help(self, description: str = "", prog: str = "recipes/pretrain.py") -> str:
+        """--help of a training script: its docstring, then every key by group."""
+        self.parser.prog, self.parser.usage = prog, f"{prog} [--config FILE.yaml] [--key value ...]"
         self.parser.description = description
         self.parser.formatter_class = argparse.RawDescriptionHelpFormatter
         return self.parser.format_help()

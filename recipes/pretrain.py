@@ -64,7 +64,7 @@ def main(argv: list[str] | argparse.Namespace | None = None, runner: Callable[..
         return
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
-        print(ConfigParser().help(sys.modules[runner.__module__].__doc__))
+        print(ConfigParser().help(sys.modules[runner.__module__].__doc__, Path(sys.argv[0]).name))
         return
     exit_on_user_errors(Path(sys.argv[0]).name, lambda: runner(*split_config(argv)))
 
