@@ -20,7 +20,8 @@ Speed (issue 18, `benchmarks/embedding.py`):
   the 0.99 that keeps decontamination's neighbours; bf16 stays above 0.9999.
 - Batches. Texts are tokenized once, sorted by token length and cut into batches of at most
   `max_batch_tokens` padded tokens (and `batch_size` texts), so short texts travel in large batches, long
-  ones in small ones, and almost nothing is padding; vectors go back in the caller's order.
+  ones in small ones, and little is padding; widths are rounded up to `pad_multiple` tokens so that the few
+  shapes recur and oneDNN's per-shape bf16 / int8 kernels are compiled once. Vectors go back in the caller's order.
 
 Cache keys: fp32 rows keep the key they had before precisions existed (model | max length), so an existing
 cache still serves them; bf16 and int8 rows add the precision to the key, so a cache never serves one
@@ -47,6 +48,9 @@ PRECISIONS = ("fp32", "bf16", "int8", "auto")
 # Padded tokens per forward pass: on a 2-core AVX-512/AMX CPU MiniLM's tokens/s peaks between 2k and 4k
 # tokens per batch (bf16) and falls beyond 8k, whatever the split between texts and length.
 DEFAULT_MAX_BATCH_TOKENS = 4096
+# Batch widths are padded to a multiple of this: oneDNN compiles a bf16 / int8 kernel per matmul shape (~30 ms
+# each on this CPU), so a few recurring shapes beat one new shape per batch; AMX tiles take 16 rows anyway.
+PAD_MULTIPLE = 16
 AUTO_BF16_MIN_SPEEDUP = 1.3
 TOKENIZE_WINDOW = 8192  # texts tokenized (and length-sorted) at a time: bounded memory for huge inputs
 
@@ -147,17 +151,25 @@ def precision_report() -> dict[str, object]:
 # Batching
 # ----------------------------------------------------------------------------------------------------
 
-def token_budget_batches(lengths: list[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
+def padded_length(length: int, multiple: int) -> int:
+    """`length` rounded up to a multiple of `multiple` (at least one token)."""
+    return max(multiple, -(-length // multiple) * multiple)
+
+
+def token_budget_batches(lengths: list[int], max_batch_tokens: int, max_batch_size: int,
+                         multiple: int = 1) -> list[list[int]]:
     """Indices of `lengths` sorted by length (ties by index: deterministic) and cut into batches whose padded
-    size (texts x longest) stays within `max_batch_tokens` and whose count within `max_batch_size`; a text
-    longer than the budget goes alone."""
-    if max_batch_tokens < 1 or max_batch_size < 1:
-        raise ValueError(f"max_batch_tokens ({max_batch_tokens}) and batch_size ({max_batch_size}) must be >= 1")
+    size (texts x longest, rounded up to `multiple`) stays within `max_batch_tokens` and whose count within
+    `max_batch_size`; a text longer than the budget goes alone."""
+    if max_batch_tokens < 1 or max_batch_size < 1 or multiple < 1:
+        raise ValueError(f"max_batch_tokens ({max_batch_tokens}), batch_size ({max_batch_size}) and the padding "
+                         f"multiple ({multiple}) must be >= 1")
     batches: list[list[int]] = []
     current: list[int] = []
     for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
-        # sorted ascending, so the newcomer is the longest: the padded size is (count + 1) * its length
-        if current and ((len(current) + 1) * max(lengths[i], 1) > max_batch_tokens or len(current) == max_batch_size):
+        # sorted ascending, so the newcomer is the longest: the padded size is (count + 1) * its padded length
+        width = padded_length(lengths[i], multiple)
+        if current and ((len(current) + 1) * width > max_batch_tokens or len(current) == max_batch_size):
             batches.append(current)
             current = []
         current.append(i)
@@ -204,7 +216,8 @@ class Embedder:
 
     `embed(texts)` returns float32 `[n, d]` in the order of `texts`; texts are truncated to `max_length`
     tokens (default: the model's own sentence-transformers limit, else 512) and batched by token length
-    within `max_batch_tokens` padded tokens and `batch_size` texts per forward pass. `device`: "cpu"
+    within `max_batch_tokens` padded tokens (widths rounded up to `pad_multiple`) and `batch_size` texts per
+    forward pass. `device`: "cpu"
     (default), "cuda", "cuda:N" or "auto"; `precision`: "auto" (default), "fp32" (the reference), "bf16" or
     "int8" -- the module docstring says what each means and what `auto` measures. `self.precision` and
     `self.device` hold what was resolved.
@@ -212,12 +225,13 @@ class Embedder:
 
     def __init__(self, model: str | None = None, batch_size: int = 128, cache_dir: str | os.PathLike | None = None,
                  device: str = "cpu", max_length: int | None = None, precision: str = "auto",
-                 max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS):
+                 max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, pad_multiple: int = PAD_MULTIPLE):
         if batch_size < 1 or max_batch_tokens < 1:
             raise ValueError(f"embedder batch_size ({batch_size}) and max_batch_tokens ({max_batch_tokens}) must be >= 1")
         self.model_id = model or default_model_path()
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.pad_multiple = pad_multiple
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self._tokenizer = None
@@ -295,7 +309,8 @@ class Embedder:
         for start in range(0, len(todo), TOKENIZE_WINDOW):
             window = todo[start:start + TOKENIZE_WINDOW]
             ids = self._tokenize([t for _, t in window])
-            for batch in token_budget_batches([len(x) for x in ids], self.max_batch_tokens, self.batch_size):
+            lengths = [len(x) for x in ids]
+            for batch in token_budget_batches(lengths, self.max_batch_tokens, self.batch_size, self.pad_multiple):
                 vectors = dict(zip([window[i][0] for i in batch], self._forward([ids[i] for i in batch])))
                 computed.update(vectors)
                 if self.cache:  # written per batch so a killed run keeps what it computed
@@ -313,10 +328,12 @@ class Embedder:
         return self._tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
 
     def _forward(self, ids: list[list[int]]) -> list[np.ndarray]:
-        """Embed one batch of token id lists (right-padded here: mean pooling reads only the real tokens)."""
+        """Embed one batch of token id lists, right-padded (mean pooling reads only the real tokens) to a
+        multiple of `pad_multiple`, never past `max_length` (the model's positions end there)."""
         import torch
 
-        width = max(len(x) for x in ids)
+        longest = max(len(x) for x in ids)
+        width = min(padded_length(longest, self.pad_multiple), max(longest, self.max_length))
         input_ids = torch.full((len(ids), width), self._tokenizer.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
         for row, x in enumerate(ids):
