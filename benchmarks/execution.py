@@ -51,7 +51,7 @@ def _evalplus_run(dataset: str, data_file: Path, samples_file: Path, workers: in
 
 
 def evalplus_benchmark(args: argparse.Namespace) -> None:
-    rows, differences = [], {}
+    rows, differences, disagreements = [], {}, []
     tmp = Path(tempfile.mkdtemp(prefix="bench-evalplus-"))
     for task, (dataset, rel) in EVALPLUS.items():
         spec, problems = load_task(task), load_problems(task)
@@ -67,8 +67,11 @@ def evalplus_benchmark(args: argparse.Namespace) -> None:
             theirs, checks_s = _evalplus_run(dataset, shared_data_dir() / rel, tmp / f"{task}.jsonl", args.workers)
             times["evalplus (ground truth + checks)"].append(time.perf_counter() - t0)
             times["evalplus (checks)"].append(checks_s)
-            differences[task] += sum((b, o.passed) != (t["base"] == "pass", t["base"] == t["plus"] == "pass")
-                                     for o, b, t in zip(ours, base, theirs))
+            for s, o, b, t in zip(samples, ours, base, theirs):
+                if (b, o.passed) != (t["base"] == "pass", t["base"] == t["plus"] == "pass"):
+                    differences[task] += 1
+                    disagreements.append({"round": r, "task_id": s["task_id"], "ours": o.result,
+                                          "ours_s": o.elapsed, "evalplus": {"base": t["base"], "plus": t["plus"]}})
             print(f"{task} round {r}: ours {times['ours'][-1]:.1f}s (passed {sum(o.passed for o in ours)}), evalplus "
                   f"{times['evalplus (ground truth + checks)'][-1]:.1f}s, checks only {checks_s:.1f}s")
         for name, ts in times.items():
@@ -77,7 +80,10 @@ def evalplus_benchmark(args: argparse.Namespace) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     print_table(rows, ["task", "harness", "programs", "workers", "median_s", "programs_per_s"])
     print(f"verdict differences (base, plus) ours vs evalplus: {differences}; sandbox mode: {sandbox_mode()}")
-    write_results("execution_evalplus", rows, verdict_differences=differences, sandbox_mode=sandbox_mode(),
+    for d in disagreements:
+        print(f"  {d}")
+    write_results("execution_evalplus", rows, verdict_differences=differences, disagreements=disagreements,
+                  sandbox_mode=sandbox_mode(),
                   rounds=args.rounds, load_average=os.getloadavg())
 
 
