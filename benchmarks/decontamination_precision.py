@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import print_table, write_results  # noqa: E402
 from datasets_builders.benchmark_index import BenchmarkItem, load_benchmarks  # noqa: E402
 from datasets_builders.decontaminate import AST_DEFAULTS, calibrate_ast, decontaminate  # noqa: E402
-from datasets_builders.detectors import AstMatch, _parse  # noqa: E402
+from datasets_builders.detectors import AstMatch, _parse, extract_code  # noqa: E402
 from datasets_builders.sources import LocalPythonFiles  # noqa: E402
 
 VOCAB = ["itemCount", "resultBuf", "cursorPos", "nodeVal", "tmpStore", "leftIdx", "rightIdx", "scratch", "holder",
@@ -139,9 +139,12 @@ def contain(code: str, entry: str, container: str, host: str) -> str:
     if container == "markdown":
         return (f"# Lesson: {entry}\n\nWe solve the task in one function. Read it line by line.\n\n~~~py\n{code}~~~\n\n"
                 f"Usage:\n\n```python\nresult = {entry}(*example_args)\nprint(result)\n```\n\nThat is all for today.\n")
-    if container == "class":
-        body = "\n".join(("    " + line.replace("\t", "    ")) if line.strip() else "" for line in code.splitlines())
-        return f"class Solution:\n    @staticmethod\n{body}\n\n    def describe(self):\n        return type(self).__name__\n"
+    if container == "class":  # imports above the class, every top-level function a static method
+        imports = [line for line in code.splitlines() if line.startswith(("import ", "from "))]
+        body = [("    @staticmethod\n" if line.startswith("def ") else "") + "    " + line.replace("\t", "    ")
+                if line.strip() else "" for line in code.splitlines() if line not in imports]
+        return "\n".join([*imports, "", "", "class Solution:", *body, "",
+                          "    def describe(self):", "        return type(self).__name__", ""])
     if container == "in_module":
         cut = [m.start() for m in re.finditer(r"^def ", host, re.M)]
         at = cut[len(cut) // 2] if cut else len(host)
@@ -240,8 +243,11 @@ def main() -> None:
         code, entry = disguise(it, k, rng)
         container = CONTAINERS[k % len(CONTAINERS)]
         host = hosts[k % len(hosts)]
-        plants.append({"id": f"planted/{k}", "text": contain(code, entry, container, host["text"]), "source": "planted",
-                       "item_id": it.item_id, "container": container})
+        text = contain(code, entry, container, host["text"])
+        # A plant must be valid Python where it sits: what a detector cannot parse is a broken plant, not a miss.
+        if not any(f"def {entry}(" in c for c in extract_code(text)):
+            raise RuntimeError(f"plant {k} ({it.item_id}, {container}): no parseable `{entry}` in\n{text}")
+        plants.append({"id": f"planted/{k}", "text": text, "source": "planted", "item_id": it.item_id, "container": container})
     records = [{"id": r["path"], "text": r["text"], "source": "stdlib"} for r in clean]
 
     work = Path(args.work or tempfile.mkdtemp(prefix="decontamination-precision-"))

@@ -50,7 +50,7 @@ from .benchmark_index import (
     write_index_file,
 )
 from .detectors import AstCalibration, AstMatch, EmbeddingSimilarity, Match, NgramOverlap, counts
-from .hub_dataset import is_complete, read_build_info, read_records, write_dataset
+from .hub_dataset import content_fingerprint, is_complete, read_build_info, read_records, write_dataset
 from .pipeline import Record, Step
 
 TAUS = (0.95, 0.9, 0.85, 0.8)
@@ -472,7 +472,9 @@ def decontaminate(input: str | os.PathLike, output_dir: str | os.PathLike,
     options = {**AST_DEFAULTS, "ngram_n": 13, "ngram_min_matches": 1, "embedding_model": None,
                "embedding_threshold": 0.8, "embedding_metric": "cosine", **detector_options}
     options["calibration_corpus"] = str(options["calibration_corpus"])
-    settings = {"input": str(input), "records": len(records), "columns": columns, "benchmarks": list(benchmarks),
+    # The input's content too: a rerun on a changed file of the same name and length must not reuse old results.
+    settings = {"input": str(input), "records": len(records), "input_fingerprint": content_fingerprint(records),
+                "columns": columns, "benchmarks": list(benchmarks),
                 "detectors": list(detectors), "ast_threshold": min([*taus, prune_tau]), "num_shards": num_shards,
                 "remove": remove, **{k: v for k, v in options.items() if k != "embedding_cache"}}
     if is_complete(output) and read_build_info(output).get("settings") == settings and not benchmark_results:
