@@ -220,6 +220,7 @@ def make_accelerator(cfg: TrainConfig):
     """An Accelerator whose accumulation reaches the global batch; DDP, FSDP or DeepSpeed as launched."""
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState
+    from accelerate.utils import GradientAccumulationPlugin
 
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     # cpu=True would make accelerate drop DeepSpeed for plain DDP; DeepSpeed brings its own CPU accelerator.
@@ -236,11 +237,11 @@ def make_accelerator(cfg: TrainConfig):
         raise ValueError(f"config key global_batch_size: {cfg.global_batch_size} is not a multiple of "
                          f"micro_batch_size x processes = {cfg.micro_batch_size} x {world}")
     accum = cfg.global_batch_size // (cfg.micro_batch_size * world)
-    # `accelerate launch` with a DeepSpeed config exports the YAML's accumulation (1), which Accelerator
-    # prefers to its argument: the global batch decides.
-    os.environ["ACCELERATE_GRADIENT_ACCUMULATION_STEPS"] = str(accum)
+    # A plugin, not gradient_accumulation_steps=: `accelerate launch` exports the YAML's accumulation (1),
+    # which Accelerator would prefer to its argument; the global batch decides.
     # cpu=True lets `accelerate launch --multi_gpu` on a machine without GPU run gloo data parallel.
-    accelerator = Accelerator(cpu=cpu, mixed_precision=precision, gradient_accumulation_steps=accum)
+    accelerator = Accelerator(cpu=cpu, mixed_precision=precision,
+                              gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=accum))
     if cpu and world > 1 and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
         # accelerate shards only on accelerators: on CPU an FSDP launch silently runs plain DDP. FSDP2 runs
         # on gloo, so shard for real (the plugin reads the launch's FSDP_* settings); autocast stays the

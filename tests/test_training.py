@@ -341,10 +341,11 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def launch(config: Path, launch_config: str, port: int, *flags: str, kill_after: Path | None = None) -> str:
+def launch(config: Path, launch_config: str, port: int, *flags: str, kill_after: Path | None = None,
+           processes: int = 2) -> str:
     """`accelerate launch --config_file <launch_config> --num_processes 2 recipes/pretrain.py`; with `kill_after`,
     SIGKILL everything as soon as that checkpoint is complete. Returns the log."""
-    cmd = ["accelerate", "launch", "--config_file", str(LAUNCH_CONFIGS / launch_config), "--num_processes", "2",
+    cmd = ["accelerate", "launch", "--config_file", str(LAUNCH_CONFIGS / launch_config), "--num_processes", str(processes),
            "--main_process_port", str(port), "recipes/pretrain.py", "--config", str(config), *flags]
     log = config.with_suffix(f".{port}.log")
     with log.open("w") as out:
@@ -439,6 +440,24 @@ def test_sharded_two_processes_match_one_process_and_resume_after_sigkill(data, 
     log = launch(config, launch_config, port + 2, "--resume_from_checkpoint", "latest")
     assert "resumed from" in log
     assert _losses(read_metrics(killed)) == _losses(two)
+
+
+@pytest.mark.slow
+def test_deepspeed_steps_once_per_global_batch(data, tmp_path):
+    """DeepSpeed with 2 accumulation steps (1 process, micro 4, global 8): the engine steps at the boundary only,
+    so the run equals the plain 1-process run (it would take twice the steps otherwise)."""
+    pytest.importorskip("deepspeed", reason="DeepSpeed is the [deepspeed] extra")
+    cfg = micro(data, tmp_path / "one", max_steps=6, model_overrides=NO_DROPOUT, save_steps=100, eval_steps=6,
+                mixed_precision="no")
+    pretrain.run(cfg)
+    config = tmp_path / "ds.yaml"
+    config.write_text(yaml.safe_dump({**cfg, "output_dir": str(tmp_path / "ds")}))
+    log = launch(config, "deepspeed-zero2.yaml", 29537, processes=1)
+    assert "DEEPSPEED on 1 x cpu, 2 accumulation step(s)" in log
+    one, ds = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "ds")
+    assert [r["step"] for r in ds] == list(range(1, 7))
+    for a, b in zip(one, ds):
+        assert abs(a["loss"] - b["loss"]) < 1e-4 and abs(a["grad_norm"] - b["grad_norm"]) < 1e-4, (a, b)
 
 
 @pytest.mark.slow
