@@ -97,6 +97,17 @@ def synthetic_code_corpus(folder: Path, n: int, seed: int = 0, shard_rows: int =
     return counts
 
 
+def median_heuristic_score(seed: int) -> float:
+    """The synthetic files all look educational to the heuristic (8.84-8.85 of 10): label at the median, so the
+    classifier has two classes to learn (the benchmark is about memory and speed, not about the labels)."""
+    import statistics
+
+    from datasets_builders.annotate.judge import HeuristicAnnotator
+
+    rng, annotator = random.Random(seed), HeuristicAnnotator()
+    return statistics.median(annotator.score(synthetic_file(rng, i))[0] for i in range(200))
+
+
 def run_size(n: int, args: argparse.Namespace, root: Path, reference: Path | None = None) -> dict[str, object]:
     corpus = root / f"corpus-{n}"
     counts = synthetic_code_corpus(corpus, n, seed=args.seed)
@@ -110,7 +121,10 @@ def run_size(n: int, args: argparse.Namespace, root: Path, reference: Path | Non
     cmd = [sys.executable, "-m", "recipes.cli", "data", "filtered-code", "--input", str(source), "--output", str(out),
            "--content-column", "content"]
     cmd += ["--tasks", str(args.tasks), "--workers", str(args.workers)] if reference is None else []
-    cmd += ["--annotate", str(args.annotate)] if args.quality_filter else ["--no-quality-filter"]
+    if args.quality_filter:
+        cmd += ["--annotate", str(args.annotate), "--label-threshold", str(median_heuristic_score(args.seed))]
+    else:
+        cmd += ["--no-quality-filter"]
     # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: measure each size in its own wrapper process.
     wrapper = ("import resource, subprocess, sys, json; r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
                "stderr=subprocess.PIPE, text=True); print(json.dumps({'rc': r.returncode, 'err': r.stderr[-2000:], "
@@ -166,7 +180,7 @@ def main() -> None:
     print(f"peak RSS growth {sizes[0]} -> {sizes[-1]} files: {growth:+.1f} MB")
     for r in ratios:
         print(f"{r['files']} files: ours / reference files/s {r['files_per_s_ratio']}, peak RSS {r['peak_rss_ratio']}")
-    name = "filtered_code_memory" + ("_quality" if args.quality_filter else "")
+    name = "filtered_code_memory" + ("_quality" if args.quality_filter else "") + f"_{sizes[0]}_{sizes[-1]}"
     write_results(name, rows, rss_growth_mb=round(growth, 1), sizes=sizes, ratios=ratios, reference=args.reference)
 
 
