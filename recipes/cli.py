@@ -27,7 +27,7 @@ COMMANDS: dict[tuple[str | None, str], str] = {
     (None, "reproduce"): "recipes.reproduce",
     (None, "convert"): "modeling_phi.convert",
     (None, "push"): "recipes.push",
-    ("data", "filtered-code"): "datasets_builders.filtered_code",
+    ("data", "filtered-code"): "datasets_builders.pipelines.filtered_code",
     ("data", "textbook"): "datasets_builders.textbook",
     ("data", "exercises"): "datasets_builders.exercises",
     ("data", "decontaminate"): "datasets_builders.decontaminate",
@@ -53,7 +53,8 @@ def _available(module: str) -> bool:
     """Whether `package.module` exists, without importing the package (that would load torch)."""
     package, _, name = module.partition(".")
     spec = importlib.util.find_spec(package)
-    return spec is not None and any((Path(p) / f"{name}.py").is_file() for p in spec.submodule_search_locations or [])
+    rel = name.replace(".", "/") + ".py"
+    return spec is not None and any((Path(p) / rel).is_file() for p in spec.submodule_search_locations or [])
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
