@@ -104,9 +104,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="interleaved slices")
     parser.add_argument("--precisions", default="fp32,auto,int8", help="new-embedder precisions to compare")
     parser.add_argument("--reference", default=REFERENCE_COMMIT, help="commit whose embedder.py is the reference")
+    parser.add_argument("--benchmarks", default=",".join(DEFAULT_BENCHMARKS), help="benchmarks whose items are the queries")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    load_start = os.getloadavg()[0]  # a shared machine: the load says how far to trust the times
     files = [r["text"] for r in LocalPythonFiles()]
     rng = random.Random(args.seed)
     if args.sample:  # whole files, so that the detector below scans complete files
@@ -132,6 +134,7 @@ def main() -> None:
 
     bounds = np.linspace(0, len(chunks), args.rounds + 1).astype(int)
     seconds = {name: 0.0 for name in methods}
+    per_round: dict[str, list[float]] = {name: [] for name in methods}
     parts: dict[str, list[np.ndarray]] = {name: [] for name in methods}
     names = list(methods)
     for r in range(args.rounds):
@@ -139,12 +142,14 @@ def main() -> None:
         for name in names[r % len(names):] + names[:r % len(names)]:
             start = time.perf_counter()
             parts[name].append(methods[name].embed(piece))
-            seconds[name] += time.perf_counter() - start
+            per_round[name].append(time.perf_counter() - start)
+            seconds[name] += per_round[name][-1]
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {bounds[r + 1] / seconds[n]:.1f}/s" for n in names), flush=True)
     vectors = {name: np.concatenate(p) for name, p in parts.items()}
 
     # Decontamination-style queries: each item's statement, prose and solution, as EmbeddingSimilarity.index.
-    items = load_benchmarks(DEFAULT_BENCHMARKS)
+    benchmarks = args.benchmarks.split(",")
+    items = load_benchmarks(benchmarks)
     queries = list(dict.fromkeys(t for it in items for t in (it.statement, prose(it.statement), it.solution) if t.strip()))
     ref_name = "reference fp32"
     lookups, matches = {}, {}
@@ -163,6 +168,9 @@ def main() -> None:
         rows.append({
             "method": name, "chunks_per_s": round(len(chunks) / seconds[name], 2), "seconds": round(seconds[name], 2),
             "speedup": round(seconds[ref_name] / seconds[name], 2), "load_s": round(load_s[name], 2),
+            # per round (same slice, back to back): robust to the machine's load drifting between rounds
+            "round_speedups": [round(a / b, 2) for a, b in zip(per_round[ref_name], per_round[name])],
+            "median_round_speedup": round(float(np.median([a / b for a, b in zip(per_round[ref_name], per_round[name])])), 2),
             "cos_min": round(float(cos.min()), 5), "cos_mean": round(float(cos.mean()), 6),
             "below_0.99": int((cos < MIN_COSINE).sum()),
             "matches": len(matches[name]), "matches_same": matches[name] == matches[ref_name],
@@ -170,14 +178,15 @@ def main() -> None:
             "nn_chunk": f"{nn['chunk_to_query']['same']}/{nn['chunk_to_query']['of']}",
             "nearest": nn, "padding": round(1 - stats["tokens"] / stats["padded_tokens"], 3) if stats.get("padded_tokens") else None,
         })
-    columns = ["method", "chunks_per_s", "speedup", "cos_min", "cos_mean", "below_0.99", "matches", "matches_same",
+    columns = ["method", "chunks_per_s", "speedup", "median_round_speedup", "cos_min", "cos_mean", "below_0.99", "matches", "matches_same",
                "nn_query", "nn_chunk", "padding", "load_s"]
     shown = [{**r, "cos_min": f"{r['cos_min']:.5f}", "cos_mean": f"{r['cos_mean']:.6f}"} for r in rows]
     table = print_table(shown, columns)
     write_results("embedding", rows, table=table, reference_commit=args.reference, chunks=len(chunks),
                   files=len(files), queries=len(queries), rounds=args.rounds,
-                  seed=args.seed, sample=args.sample, cpu=cpu_model(), load_avg_1m_end=os.getloadavg()[0],
-                  precision_probe=precision_report(), benchmarks=list(DEFAULT_BENCHMARKS),
+                  seed=args.seed, sample=args.sample, cpu=cpu_model(), load_avg_1m_start=load_start,
+                  load_avg_1m_end=os.getloadavg()[0],
+                  precision_probe=precision_report(), benchmarks=benchmarks,
                   detector_threshold=EmbeddingSimilarity(embedder=object()).min_cosine)
 
 

@@ -45,9 +45,10 @@ import numpy as np
 
 DEFAULT_MAX_LENGTH = 512
 PRECISIONS = ("fp32", "bf16", "int8", "auto")
-# Padded tokens per forward pass: on a 2-core AVX-512/AMX CPU MiniLM's tokens/s peaks between 2k and 4k
-# tokens per batch (bf16) and falls beyond 8k, whatever the split between texts and length.
-DEFAULT_MAX_BATCH_TOKENS = 4096
+# Padded tokens per forward pass: the old fixed batches' size (32 texts x 256 tokens), so there are never more
+# forward passes than before -- on a crowded machine each pass (each op's thread barrier) waits for the
+# scheduler, and a quiet 2-core AVX-512/AMX CPU runs MiniLM at about the same tokens/s from 2k to 8k tokens.
+DEFAULT_MAX_BATCH_TOKENS = 8192
 # Batch widths are padded to a multiple of this: oneDNN compiles a bf16 / int8 kernel per matmul shape (~30 ms
 # each on this CPU), so a few recurring shapes beat one new shape per batch; AMX tiles take 16 rows anyway.
 PAD_MULTIPLE = 16
