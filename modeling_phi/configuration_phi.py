@@ -1,3 +1,4 @@
+# Copyright 2026 The phi-textbooks authors.
 """Configuration of the phi-1 / phi-1.5 reproduction model, with the papers' shapes as named presets.
 
 `PhiConfig` is transformers' `PhiConfig` (every field, same meaning, so a `config.json` of
