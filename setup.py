@@ -52,6 +52,7 @@ setup(
         "serve": ["transformers[serving]>=5.5.0,<6"],
         "suite": ["parameterized>=0.9,<1"],  # tests/transformers_suite: transformers' own model tests use it
         "dev": ["pytest>=8.0", "pytest-timeout>=2.3", "ruff>=0.6", "lm-eval>=0.4.5,<0.5", "evalplus>=0.3.1,<0.4",
+                "ray>=2.60,<3",  # the executor test runs a local Ray cluster
                 "transformers[serving]>=5.5.0,<6"],
     },
     entry_points={"console_scripts": ["phi=recipes.cli:main"]},
