@@ -368,6 +368,16 @@ def _losses(rows: list[dict]) -> list[tuple]:
     return [(r["step"], r["loss"], r["eval_loss"], r["grad_norm"]) for r in rows]
 
 
+def assert_same_metrics(one_dir, two_dir, steps: int) -> None:
+    """Two runs logged the same steps, with train and eval losses within 1e-4 at each."""
+    one, two = read_metrics(one_dir), read_metrics(two_dir)
+    assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(1, steps + 1))
+    for a, b in zip(one, two):
+        assert abs(a["loss"] - b["loss"]) < 1e-4, (a, b)
+        if a["eval_loss"] is not None:
+            assert abs(a["eval_loss"] - b["eval_loss"]) < 1e-4, (a, b)
+
+
 @pytest.mark.slow
 def test_two_process_gloo_matches_one_process(data, tmp_path):
     cfg = micro(data, tmp_path / "one", max_steps=6, model_overrides=NO_DROPOUT, save_steps=100, eval_steps=3)
@@ -376,12 +386,7 @@ def test_two_process_gloo_matches_one_process(data, tmp_path):
     config.write_text(yaml.safe_dump({**cfg, "datasets": [], "output_dir": str(tmp_path / "two")}))
     log = launch(config, "ddp.yaml", 29517)
     assert re.search(r"MULTI_CPU on 2 x cpu(:\d)?, 1 accumulation step\(s\)", log), log[-3000:]
-    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
-    assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(1, 7))
-    for a, b in zip(one, two):
-        assert abs(a["loss"] - b["loss"]) < 1e-4, (a, b)
-        if a["eval_loss"] is not None:
-            assert abs(a["eval_loss"] - b["eval_loss"]) < 1e-4, (a, b)
+    assert_same_metrics(tmp_path / "one", tmp_path / "two", steps=6)
 
 
 @pytest.mark.slow
@@ -421,12 +426,7 @@ def test_sharded_two_processes_match_one_process_and_resume_after_sigkill(data, 
     config.write_text(yaml.safe_dump({**cfg, "output_dir": str(tmp_path / "two")}))
     log = launch(config, launch_config, port)
     assert re.search(rf"{kind} on 2 x cpu(:\d)?, 1 accumulation step\(s\)", log), log[-3000:]
-    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
-    assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(1, 13))
-    for a, b in zip(one, two):
-        assert abs(a["loss"] - b["loss"]) < 1e-4, (a, b)
-        if a["eval_loss"] is not None:
-            assert abs(a["eval_loss"] - b["eval_loss"]) < 1e-4, (a, b)
+    assert_same_metrics(tmp_path / "one", tmp_path / "two", steps=12)
     state = sorted(p.name for p in (tmp_path / "two" / "checkpoint-12" / "training_state").iterdir())
     assert {"FSDP": "pytorch_model_fsdp.bin", "DEEPSPEED": "pytorch_model"}[kind] in state, state  # sharded state
     # the exported folder is a plain model folder (FSDP2's generated class must not leak into auto_map)
@@ -439,7 +439,7 @@ def test_sharded_two_processes_match_one_process_and_resume_after_sigkill(data, 
     assert not (killed / "final").exists() and not (killed / "checkpoint-12").exists(), "not killed in time"
     log = launch(config, launch_config, port + 2, "--resume_from_checkpoint", "latest")
     assert "resumed from" in log
-    assert _losses(read_metrics(killed)) == _losses(two)
+    assert _losses(read_metrics(killed)) == _losses(read_metrics(tmp_path / "two"))
 
 
 @pytest.mark.slow
