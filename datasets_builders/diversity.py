@@ -104,19 +104,3 @@ def report_markdown(report: dict[str, Any]) -> str:
         of = f" of {entry['of']} ({entry['fraction']:.0%})" if "of" in entry else ""
         rows.append(f"| coverage: {field} | {entry['distinct']}{of} |")
     return "| measure | value |\n|---|---|\n" + "\n".join(rows)
-
-
-def write_with_report(records: list[dict[str, Any]], out_dir: Any, *, name: str, description: str, text_of: Any,
-                      build_info: dict[str, Any], removed: list[dict[str, Any]], list_sizes: dict[str, int] | None,
-                      embed: bool, seed: int, sections: dict[str, str] | None = None) -> Any:
-    """Write a synthetic set with its diversity report in build_info.json and the dataset card."""
-    from .hub_dataset import write_dataset
-
-    report = diversity_report([text_of(r) for r in records], constraints_of(records), list_sizes,
-                              embed=embed, seed=seed)
-    # Removed records come from different steps with different columns: give them all the same ones.
-    columns = list(dict.fromkeys(k for r in removed for k in r))
-    removed = [{c: r.get(c) for c in columns} for r in removed]
-    return write_dataset(records, out_dir, name=name, description=description, removed=removed,
-                         build_info={**build_info, "diversity": report}, tags=["synthetic"],
-                         sections={**(sections or {}), "Diversity": report_markdown(report)})

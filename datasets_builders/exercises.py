@@ -14,8 +14,16 @@ every independent test in the sandbox (evaluation.sandbox), and the candidates a
 agreement: candidates passing the same tests form a group scored by group size x tests passed); the best
 one is kept only if it passes all the independent tests. Mined exercises are verified by their doctests,
 or only executed where they have none (`--require-tests` keeps only the former). Exact and near duplicates
-are removed. Removed records go to removed/ with their reason (not_code, wrong_function_name, no_tests,
-tests_failed, duplicate, ...); the card reports the share verified by tests, the counts and a diversity report.
+are removed (datatrove's exact + MinHash stages). Removed records go to removed/ with their reason (not_code,
+wrong_function_name, no_tests, tests_failed, duplicate, ...); the card reports the share verified by tests, the
+counts and a diversity report (on a sample of at most 2,000 records).
+
+It runs as datatrove stages on `--executor` (local, ray, slurm; `--tasks`, `--workers`):
+  mine | generate   files -> candidates (mined), or prompts -> teacher -> parse -> independent tests + candidates
+  dedup stages      exact + MinHash (filters.dedup)
+  verify            dedup filters -> sandbox verification (CodeT ranking with a teacher) -> seeded draw key
+  choose, write     the first `--n` in the seeded draw -> Parquet shards; card from the per-task stats
+Completion records under OUTPUT.work/ make a rerun skip finished tasks.
 
 Examples:
     phi data exercises --output out/exercises --n 200 --seed 0
@@ -30,22 +38,49 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+import shutil
 from pathlib import Path
 from typing import Any
 
-from .diversity import write_with_report
-from .filters.dedup import NearDuplicateIndex
-from .mining import assert_statements, exercise_from_code, mine_exercises, program, seeded_order
-from .pipeline import Filter, Record, Step, run_pipeline
+from datatrove.data import Document
+from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.pipeline.writers.disk_base import DiskWriter
+
+from .filters.dedup import Dedup
+from .filters.prefilters import Readable
+from .generate.teach import REPLY, SampledPrompts, Teach, ask, build_teacher
+from .hub_dataset import is_complete, read_build_info
+from .mining import MineExercises, assert_statements, exercise_from_code, program
+from .pipelines.executors import (
+    ExecutorOptions,
+    Stage,
+    add_executor_arguments,
+    check_work_dir,
+    executor_options,
+    run_stages,
+    stage_stats,
+)
+from .pipelines.synthetic import (
+    ChooseFirst,
+    SeededKey,
+    SharedObject,
+    TakeChosen,
+    block_stats,
+    dedup_filters,
+    dedup_stages,
+    diversity_section,
+    removed_by_reason,
+)
 from .prompts import GenerationPrompt, PromptSampler
-from .sources import LocalPythonFiles
-from .teachers import add_builder_arguments, builder_kwargs
-from .textbook import Take, teacher_records
+from .readers import IntermediateReader, PythonFilesReader
+from .teachers import add_builder_arguments, builder_kwargs, teacher_options
+from .writers import HubWriter, IntermediateWriter, RemovedWriter, finalize_dataset
 
 CODE_BLOCK = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 VERIFY_CHUNK = 64
 TIMEOUT = 5.0
+TEACHER_LICENSE = "generated (check the teacher model's terms)"
+DESCRIPTION = "Verified Python exercises: docstring prompt -> function body, with tests (phi-1 CodeExercises style)."
 
 
 def code_of(reply: str) -> str:
@@ -60,37 +95,39 @@ def code_of(reply: str) -> str:
     return blocks[0] if blocks else reply
 
 
-class ParseExercise(Filter):
-    """A teacher reply -> prompt / completion / entry_point, or removed with the reason (the reply's own asserts,
-    if any, are dropped: the tests come from `IndependentTests`)."""
+class ParseExercise(BaseFilter):
+    """A teacher reply -> prompt / completion / entry_point (text = prompt + completion), or removed with the
+    reason (the reply's own asserts, if any, are dropped: the tests come from `IndependentTests`)."""
 
     name = "parse"
 
-    def keep(self, record: Record) -> bool | tuple[bool, str]:
-        reply = record.pop("reply")
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        reply = doc.metadata.pop(REPLY)
         if reply is None:
             return False, "request_failed"
-        record["reply"] = reply  # kept on the record only if it is removed, for inspection
+        doc.metadata["reply"] = reply  # kept on the record only if it is removed, for inspection
         if not reply.strip():
             return False, "empty_reply"
-        wanted = json.loads(record["constraints"]).get("function_name")
+        wanted = json.loads(doc.metadata["constraints"]).get("function_name")
         exercise, reason = exercise_from_code(code_of(reply), wanted, require_tests=False)
         if exercise is None:
             return False, reason
-        del record["reply"]
-        record.update(prompt=exercise.prompt, completion=exercise.completion, entry_point=exercise.entry_point)
+        del doc.metadata["reply"]
+        doc.metadata.update(prompt=exercise.prompt, completion=exercise.completion, entry_point=exercise.entry_point)
+        doc.text = exercise.prompt + exercise.completion
         return True
 
 
-class IndependentTests(Step):
+class IndependentTests(BaseFilter):
     """Asks the teacher, in separate requests that see only the exercise's prompt, for tests (`tests`, one
     assert statement per line group) and for `candidates - 1` more solutions (`candidates`, JSON list of
-    completions, the parsed one first). No test: removed as no_tests."""
+    completions, the parsed one first), `chunk` exercises at a time. No test: removed as no_tests."""
 
     name = "independent_tests"
 
-    def __init__(self, teacher: Any, templates: dict[str, dict[str, str]], candidates: int = 3):
-        super().__init__()
+    def __init__(self, teacher: Any, templates: dict[str, dict[str, str]], candidates: int = 3,
+                 chunk: int = VERIFY_CHUNK, exclusion_writer: DiskWriter | None = None):
+        super().__init__(exclusion_writer, batch_size=chunk)
         missing = [k for k in ("exercise_tests", "exercise_solutions") if k not in templates]
         if missing:
             raise ValueError(f"the prompt templates lack {missing} (fields {{prompt}}, {{function_name}}); see "
@@ -98,178 +135,266 @@ class IndependentTests(Step):
         if candidates < 1:
             raise ValueError(f"--candidates must be at least 1, got {candidates}")
         self.teacher, self.templates, self.candidates = teacher, templates, candidates
+        self._teacher: Any = None
 
-    def _prompt(self, kind: str, record: Record, suffix: str = "") -> GenerationPrompt:
+    def _prompt(self, kind: str, doc: Document, suffix: str = "") -> GenerationPrompt:
         template = self.templates[kind]
-        user = template["user"].format(prompt=record["prompt"].rstrip(), function_name=record["entry_point"]).strip()
+        user = template["user"].format(prompt=doc.metadata["prompt"].rstrip(),
+                                       function_name=doc.metadata["entry_point"]).strip()
         return GenerationPrompt(kind, (template.get("system", "").strip() + suffix).strip(), user)
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        records = list(records)
-        asks = [self._prompt("exercise_tests", r) for r in records]
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return self.filter_batch([doc])[0]
+
+    def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
+        if self._teacher is None:
+            self._teacher = build_teacher(self.teacher)
+        asks = [self._prompt("exercise_tests", d) for d in batch]
         for j in range(1, self.candidates):  # the system message tells the candidates apart (and their cache keys)
-            asks += [self._prompt("exercise_solutions", r, f" (Candidate {j + 1}.)") for r in records]
-        replies = self.teacher.generate(asks) if records else []
-        for i, record in enumerate(records):
-            self.stats["in"] += 1
+            asks += [self._prompt("exercise_solutions", d, f" (Candidate {j + 1}.)") for d in batch]
+        replies = ask(self, self._teacher, asks)
+        results: list[bool | tuple[bool, str]] = []
+        for i, doc in enumerate(batch):
             tests = assert_statements(code_of(replies[i] or ""))
             if not tests:
-                self.remove({**record, "tests": "", "tests_reply": replies[i]}, "no_tests")
+                doc.metadata.update(tests="", tests_reply=replies[i])
+                results.append((False, "no_tests"))
                 continue
-            completions = [record["completion"]]
+            completions = [doc.metadata["completion"]]
             for j in range(1, self.candidates):
-                reply = replies[j * len(records) + i]
-                exercise, _ = exercise_from_code(code_of(reply or ""), record["entry_point"], require_tests=False)
+                reply = replies[j * len(batch) + i]
+                exercise, _ = exercise_from_code(code_of(reply or ""), doc.metadata["entry_point"], require_tests=False)
                 if exercise is not None:
                     completions.append(exercise.completion)
-            self.stats["kept"] += 1
-            yield {**record, "tests": "\n".join(tests) + "\n", "candidates": json.dumps(completions)}
+            doc.metadata.update(tests="\n".join(tests) + "\n", candidates=json.dumps(completions))
+            results.append(True)
+        return results
 
 
-class Deduplicate(Filter):
-    """Exact (whitespace-normalised hash) and near (MinHash-LSH) duplicates of prompt + completion."""
+class RequireTests(BaseFilter):
+    """Mined default with `--require-tests`: keeps candidates with doctests (others: `no_doctests`)."""
 
-    name = "dedup"
+    name = "require_tests"
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.hashes: set[str] = set()
-        self.near = NearDuplicateIndex()
-
-    def keep(self, record: Record) -> bool | tuple[bool, str]:
-        text = record["prompt"] + record["completion"]
-        digest = hashlib.sha1(" ".join(text.split()).encode("utf-8")).hexdigest()
-        if digest in self.hashes:
-            return False, "duplicate"
-        self.hashes.add(digest)
-        if self.near.seen(text):
-            return False, "near_duplicate"
-        return True
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return True if doc.metadata["tests"].strip() else (False, "no_doctests")
 
 
-class Verify(Step):
-    """Run prompt + completion + tests in the sandbox, in chunks; keep what passes (`verified` says how)."""
+class Verify(BaseFilter):
+    """Runs prompt + completion + tests in the sandbox, `chunk` exercises at a time; keeps what passes
+    (`verified` says how). Exercises with `candidates` are ranked CodeT-style (see `rank`)."""
 
     name = "verify"
 
-    def __init__(self, timeout: float = TIMEOUT, chunk: int = VERIFY_CHUNK, workers: int | None = None):
-        super().__init__()
-        self.timeout = timeout
-        self.chunk = chunk
-        self.workers = workers
+    def __init__(self, timeout: float = TIMEOUT, chunk: int = VERIFY_CHUNK, workers: int | None = None,
+                 exclusion_writer: DiskWriter | None = None):
+        super().__init__(exclusion_writer, batch_size=chunk)
+        self.timeout, self.workers = timeout, workers
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return self.filter_batch([doc])[0]
+
+    def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
         from evaluation.sandbox import run_programs
 
-        batch: list[Record] = []
-        for record in records:
-            batch.append(record)
-            if len(batch) == self.chunk:
-                yield from self._verify(batch, run_programs)
-                batch = []
-        if batch:
-            yield from self._verify(batch, run_programs)
-
-    def _verify(self, batch: list[Record], run_programs: Any) -> Iterator[Record]:
-        ranked = [r for r in batch if r.get("candidates")]
-        yield from self._rank(ranked, run_programs)
-        plain = [r for r in batch if not r.get("candidates")]
-        results = run_programs([program(r) for r in plain], timeout=self.timeout, workers=self.workers)
-        for record, result in zip(plain, results):
-            self.stats["in"] += 1
-            if result.passed:
-                self.stats["kept"] += 1
-                yield {**record, "verified": "doctests" if record["tests"].strip() else "executed"}
+        results: list[bool | tuple[bool, str]] = [True] * len(batch)
+        ranked = [i for i, d in enumerate(batch) if d.metadata.get("candidates")]
+        for i, verdict in zip(ranked, self.rank([batch[i] for i in ranked], run_programs)):
+            results[i] = verdict
+        plain = [i for i, d in enumerate(batch) if not d.metadata.get("candidates")]
+        outcomes = run_programs([program(batch[i].metadata) for i in plain], timeout=self.timeout,
+                                workers=self.workers) if plain else []
+        for i, outcome in zip(plain, outcomes):
+            meta = batch[i].metadata
+            has_tests = bool(meta["tests"].strip())
+            if outcome.passed:
+                meta["verified"] = "doctests" if has_tests else "executed"
             else:
-                kind = "timed_out" if "timed out" in result.result else "tests_failed" if record["tests"].strip() \
-                    else "does_not_run"
-                self.remove({**record, "result": result.result[:500]}, kind)
+                meta["result"] = outcome.result[:500]
+                results[i] = False, ("timed_out" if "timed out" in outcome.result else
+                                     "tests_failed" if has_tests else "does_not_run")
+        return results
 
-    def _rank(self, batch: list[Record], run_programs: Any) -> Iterator[Record]:
-        """Every candidate x every independent test; CodeT dual agreement picks the candidate."""
+    def rank(self, batch: list[Document], run_programs: Any) -> list[bool | tuple[bool, str]]:
+        """Every candidate x every independent test; CodeT dual agreement picks the candidate: candidates that
+        pass the same tests form a group scored by (group size) x (tests passed)."""
         jobs = []
-        for i, record in enumerate(batch):
-            tests = assert_statements(record["tests"])
-            for c, completion in enumerate(json.loads(record["candidates"])):
-                jobs += [(i, c, t, record["prompt"] + completion + "\n\n" + test + "\n") for t, test in enumerate(tests)]
-        results = run_programs([j[3] for j in jobs], timeout=self.timeout, workers=self.workers) if jobs else []
+        for i, doc in enumerate(batch):
+            tests = assert_statements(doc.metadata["tests"])
+            for c, completion in enumerate(json.loads(doc.metadata["candidates"])):
+                jobs += [(i, c, t, doc.metadata["prompt"] + completion + "\n\n" + test + "\n")
+                         for t, test in enumerate(tests)]
+        outcomes = run_programs([j[3] for j in jobs], timeout=self.timeout, workers=self.workers) if jobs else []
         passed: dict[tuple[int, int], set[int]] = {}
-        for (i, c, t, _), result in zip(jobs, results):
+        for (i, c, t, _), outcome in zip(jobs, outcomes):
             passed.setdefault((i, c), set())
-            if result.passed:
+            if outcome.passed:
                 passed[(i, c)].add(t)
-        for i, record in enumerate(batch):
-            self.stats["in"] += 1
-            n_tests = len(assert_statements(record["tests"]))
-            candidates = json.loads(record["candidates"])
-            sets = [frozenset(passed.get((i, c), set())) for c in range(len(candidates))]
+        verdicts: list[bool | tuple[bool, str]] = []
+        for i, doc in enumerate(batch):
+            meta = doc.metadata
+            n_tests = len(assert_statements(meta["tests"]))
+            candidates = json.loads(meta["candidates"])
             groups: dict[frozenset[int], list[int]] = {}
-            for c, tests_passed in enumerate(sets):
-                groups.setdefault(tests_passed, []).append(c)
-            # CodeT: score a group of candidates that pass the same tests by (group size) x (tests passed).
+            for c in range(len(candidates)):
+                groups.setdefault(frozenset(passed.get((i, c), set())), []).append(c)
             best_set, members = max(groups.items(), key=lambda g: (len(g[1]) * len(g[0]), len(g[0]), -g[1][0]))
-            best = members[0]
-            record = {k: v for k, v in record.items() if k != "candidates"}
-            record.update(completion=candidates[best], candidates=len(candidates), agreement=len(members),
-                          tests_passed=f"{len(best_set)}/{n_tests}")
+            meta.update(completion=candidates[members[0]], candidates=len(candidates), agreement=len(members),
+                        tests_passed=f"{len(best_set)}/{n_tests}")
+            doc.text = meta["prompt"] + meta["completion"]
             if len(best_set) == n_tests:
-                self.stats["kept"] += 1
-                yield {**record, "verified": "independent_tests"}
+                meta["verified"] = "independent_tests"
+                verdicts.append(True)
             else:
-                self.remove(record, "tests_failed")
+                verdicts.append((False, "tests_failed"))
+        return verdicts
+
+
+def exercise_stages(work: Path, staging: Path, executor: ExecutorOptions, teacher: Any, sampler: PromptSampler | None,
+                    n: int | None, seed: int, source_root: str | os.PathLike | None, require_tests: bool,
+                    timeout: float, candidates: int) -> list[Stage]:
+    """mine | generate -> dedup stages -> verify -> choose -> write (see the module docstring)."""
+    tasks = executor.tasks
+    candidates_dir, verified_dir = work / "candidates", work / "verified"
+    dedup = Dedup(work, seed=seed)
+
+    def removed(step: str, reason: str | None = None, part: str | None = None) -> RemovedWriter:
+        return RemovedWriter(staging, step, reason, part)
+
+    if teacher is None:
+        first = [PythonFilesReader(source_root), Readable(), MineExercises(),
+                 *([RequireTests()] if require_tests else [])]
+        first_stage = "mine"
+    else:
+        first = [SampledPrompts(sampler, "exercises", n, TEACHER_LICENSE), Teach(teacher, "exercises"),
+                 ParseExercise(removed("parse")),
+                 IndependentTests(teacher, sampler.templates, candidates, exclusion_writer=removed("independent_tests"))]
+        first_stage = "generate"
+    return [
+        Stage(first_stage, [*first, IntermediateWriter(candidates_dir)], tasks),
+        *dedup_stages(dedup, candidates_dir, tasks),
+        Stage("verify", [IntermediateReader(candidates_dir),
+                         *dedup_filters(dedup, lambda step, reason: removed(step, reason, reason)),
+                         Verify(timeout, exclusion_writer=removed("verify")), SeededKey(seed),
+                         IntermediateWriter(verified_dir)], tasks),
+        Stage("choose", [ChooseFirst(verified_dir, work, n)], 1),
+        Stage("write", [IntermediateReader(verified_dir), TakeChosen(work), HubWriter(staging, row="no_text")], tasks),
+    ]
+
+
+REMOVING = {"parse": "parse", "independent_tests": "independent_tests", "exact-deduplication": "dedup:duplicate",
+            "MinHash": "dedup:near_duplicate", "verify": "verify"}
 
 
 def build_exercises(output_dir: str | os.PathLike, teacher: Any = None, n: int | None = 200, seed: int = 0,
                     sampler: PromptSampler | None = None, source_root: str | os.PathLike | None = None,
                     require_tests: bool = False, timeout: float = TIMEOUT, embed: bool = True,
-                    candidates: int = 3) -> Path:
+                    candidates: int = 3, executor: ExecutorOptions | None = None) -> Path:
     """Build the verified exercise dataset at `output_dir` and return it.
 
-    teacher=None mines the standard library (or `source_root`) until `n` exercises pass verification
-    (`require_tests`: only those with doctests); otherwise `teacher` answers `n` prompts from `sampler`.
+    teacher=None mines the standard library (or `source_root`) and keeps the first `n` exercises of a seeded
+    draw that pass verification (`require_tests`: only those with doctests); otherwise `teacher` (options of
+    `teachers.make_teacher`, or a teacher object for an in-process run) answers `n` prompts from `sampler`.
     """
-    steps_after = [Deduplicate(), Verify(timeout)]
-    if teacher is None:
-        files = LocalPythonFiles(source_root)
-        candidates, rejected = mine_exercises(files)
-        if require_tests:
-            rejected["no_doctests"] = sum(not c["tests"] for c in candidates)
-            candidates = [c for c in candidates if c["tests"]]
-        result = run_pipeline([*steps_after, Take(n)], seeded_order(candidates, seed))
-        info: dict[str, Any] = {"generator": "mined", "candidates": len(candidates), "rejected": dict(rejected),
-                                "with_doctests": sum(bool(c["tests"]) for c in candidates),
-                                "skipped_files": dict(files.skipped)}
-        list_sizes = None
-    else:
+    output_dir = Path(output_dir)
+    executor = executor or ExecutorOptions()
+    if teacher is not None:
         if n is None:
             raise ValueError("--n is required with a teacher (how many exercises to ask for)")
         sampler = sampler or PromptSampler(seed)
-        result = run_pipeline([ParseExercise(), IndependentTests(teacher, sampler.templates, candidates), *steps_after],
-                              teacher_records(teacher, sampler, "exercises", n))
-        info = {"generator": teacher.name, "teacher_stats": dict(teacher.stats), "params": teacher.params}
+        sampler.sample("exercises", n)  # too few distinct prompts: one line now, not inside a task
+    shared = teacher
+    if teacher is not None and not isinstance(teacher, dict):
+        if executor.executor != "local" or executor.workers > 1:
+            raise ValueError("a teacher object runs in this process only: pass teacher options "
+                             "(teachers.teacher_options) to run on other workers")
+        shared = SharedObject(teacher)
+    config = {"n": n, "seed": seed, "source_root": str(source_root), "require_tests": require_tests, "timeout": timeout,
+              "candidates": candidates, "tasks": executor.tasks,
+              "teacher": _teacher_config(teacher), "lists": sampler.lists if sampler else None,
+              "templates": sampler.templates if sampler else None}
+    fingerprint = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if is_complete(output_dir) and read_build_info(output_dir).get("fingerprint") == fingerprint:
+        print(f"{output_dir}: already complete with these options")
+        return output_dir
+    work = output_dir.with_name(output_dir.name + ".work")
+    staging = output_dir.with_name(output_dir.name + ".staging")
+    check_work_dir(work, fingerprint)
+    if not (work / "logs").is_dir():
+        shutil.rmtree(staging, ignore_errors=True)
+    stages = exercise_stages(work, staging, executor, shared, sampler, n, seed, source_root, require_tests, timeout,
+                             candidates)
+    if not run_stages(stages, work, executor):
+        print(f"submitted to Slurm; logs in {work / 'logs'}")
+        return output_dir
+    return _finalize(work, staging, output_dir, fingerprint, config, teacher, sampler, candidates, embed, seed)
+
+
+def _teacher_config(teacher: Any) -> Any:
+    if teacher is None:
+        return None
+    if isinstance(teacher, dict):
+        return {k: v for k, v in teacher.items() if k not in ("cache_dir", "concurrency", "timeout")}
+    return {"name": teacher.name, "params": teacher.params}
+
+
+def _finalize(work: Path, staging: Path, output_dir: Path, fingerprint: str, config: dict[str, Any], teacher: Any,
+              sampler: PromptSampler | None, candidates: int, embed: bool, seed: int) -> Path:
+    first = "mine" if teacher is None else "generate"
+    info: dict[str, Any] = {"fingerprint": fingerprint, "config": config, "seed": seed, "n": config["n"]}
+    if teacher is None:
+        mined = block_stats(work, first, "mine exercises")
+        skipped = block_stats(work, first, "readable")
+        info.update(generator="mined", candidates=mined.get("candidates", 0), with_doctests=mined.get("with_doctests", 0),
+                    rejected={k.removeprefix("rejected_"): v for k, v in mined.items() if k.startswith("rejected_")},
+                    skipped_files={k.removeprefix("dropped_"): v for k, v in skipped.items() if k.startswith("dropped_")})
+        if config["require_tests"]:
+            info["rejected"]["no_doctests"] = block_stats(work, first, "require_tests").get("dropped_no_doctests", 0)
+            info["with_doctests"] = info["candidates"] - info["rejected"]["no_doctests"]
+            info["candidates"] = info["with_doctests"]
+        list_sizes = None
+    else:
+        teacher_stats: dict[str, int] = {}
+        for name in ("teach", "independent_tests"):
+            for k, v in block_stats(work, first, name).items():
+                if k.startswith("teacher_"):
+                    teacher_stats[k.removeprefix("teacher_")] = teacher_stats.get(k.removeprefix("teacher_"), 0) + v
+        info.update(generator=_teacher_config(teacher).get("name") or f"{teacher['backend']}:{teacher['model']}",
+                    teacher_stats=teacher_stats, params=_teacher_config(teacher).get("params"))
         list_sizes = sampler.list_sizes()
-    verified = _count(result.kept, "verified")
+    kept = block_stats(work, "write", "take chosen").get("taken", 0)
+    verified = _verified_counts(staging)
     by_tests = sum(v for k, v in verified.items() if k != "executed")
-    info.update(seed=seed, n=n, stages=result.stats, removed_by_reason=result.removed_by_reason(), verified=verified,
-                verified_by_tests_share=round(by_tests / len(result.kept), 4) if result.kept else 0.0)
+    info.update(stages={f"{s}/{b['name']}": b["stats"] for s in (first, "verify", "write") for b in stage_stats(work, s)},
+                removed_by_reason=removed_by_reason(work, [first, "verify"], REMOVING), verified=verified,
+                not_chosen=block_stats(work, "write", "take chosen").get("not_chosen", 0),
+                verified_by_tests_share=round(by_tests / kept, 4) if kept else 0.0)
+    report, markdown = diversity_section(staging, lambda r: r["prompt"] + r["completion"], list_sizes, embed, seed)
+    info["diversity"] = report
     how = ("tests from a separate request than the solution, best of "
            f"{candidates} candidates by CodeT dual agreement" if teacher is not None else
            f"the standard library's doctests ({info.get('with_doctests', 0)} of {info.get('candidates', 0)} mined "
            "candidates have them); the others were only executed")
-    sections = {"Verification": (f"{by_tests} of {len(result.kept)} exercises "
-                                 f"({info['verified_by_tests_share']:.1%}) are verified by tests: {how}. "
-                                 f"Counts by kind: {json.dumps(verified, sort_keys=True)}.")}
-    return write_with_report(result.kept, output_dir, name="exercises", text_of=lambda r: r["prompt"] + r["completion"],
-                             description="Verified Python exercises: docstring prompt -> function body, with tests "
-                                         "(phi-1 CodeExercises style).", build_info=info, removed=result.removed,
-                             list_sizes=list_sizes, embed=embed, seed=seed, sections=sections)
+    sections = {"Verification": (f"{by_tests} of {kept} exercises ({info['verified_by_tests_share']:.1%}) are verified "
+                                 f"by tests: {how}. Counts by kind: {json.dumps(verified, sort_keys=True)}."),
+                "Removed records": "Under `removed/` with `removed_by` and `removed_reason`: " + (
+                    ", ".join(f"{k} {v}" for k, v in info["removed_by_reason"].items()) or "none") + ".",
+                "Diversity": markdown}
+    out = finalize_dataset(staging, output_dir, name="exercises", description=DESCRIPTION, build_info=info,
+                           sections=sections, tags=["synthetic"])
+    print(f"wrote {read_build_info(out)['rows']} exercises to {out}")
+    return out
 
 
-def _count(records: list[Record], column: str) -> dict[str, int]:
+def _verified_counts(staging: Path) -> dict[str, int]:
+    """`verified` kind -> rows, read from the shards' one column."""
+    import pyarrow.parquet as pq
+
     counts: dict[str, int] = {}
-    for r in records:
-        counts[r[column]] = counts.get(r[column], 0) + 1
-    return counts
+    for shard in sorted((staging / "data").glob("*.parquet")):
+        for value in pq.read_table(shard, columns=["verified"]).column("verified").to_pylist():
+            counts[value] = counts.get(value, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -279,10 +404,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidates", type=int, default=3, help="with a teacher: solutions per exercise, ranked by "
                         "the independent tests (CodeT)")
     add_builder_arguments(parser, "exercises")
+    add_executor_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> None:
+    kwargs = builder_kwargs(args)
+    kwargs["teacher"] = teacher_options(args)
     out = build_exercises(args.output, require_tests=args.require_tests, timeout=args.exec_timeout,
-                          candidates=args.candidates,
-                          **builder_kwargs(args))
+                          candidates=args.candidates, executor=executor_options(args), **kwargs)
     print(f"wrote {out}")

@@ -9,8 +9,10 @@ a teacher model would write, with no LLM at all.
 - Textbook sections: a module docstring with one of the module's documented functions as its example, and a
   class docstring with the class's code, as Markdown with ```python blocks.
 
-Candidates are collected in sorted file order and drawn with a seeded shuffle, so the same seed gives the
-same records. Rejected candidates are counted by reason.
+`MineExercises` and `MineSections` are the datatrove blocks: a file document in, its candidates out (text =
+what dedup and the diversity report compare, the record's columns as metadata); rejected units are counted
+by reason in the block's stats (`rejected_<reason>`). The pipelines draw them in a seeded order
+(`pipelines.synthetic.SeededKey`), so the same seed gives the same records for any number of tasks.
 """
 
 from __future__ import annotations
@@ -19,14 +21,18 @@ import ast
 import builtins
 import doctest
 import json
-import random
 import symtable
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from .pipeline import Record
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
 from .sources import record_id
+
+Record = dict[str, Any]
 
 BUILTINS = frozenset(dir(builtins)) | {"__name__", "__file__", "__doc__"}
 MIN_DOC_WORDS = 5
@@ -321,8 +327,56 @@ def _class_code(node: ast.ClassDef, lines: list[str]) -> str:
     return "\n".join(skeleton) if len(skeleton) > 1 else ""
 
 
-def seeded_order(records: list[Record], seed: int) -> list[Record]:
-    """Records in a seeded random order (from their sorted collection order): same seed, same draw."""
-    order = list(records)
-    random.Random(seed).shuffle(order)
-    return order
+class _Mine(PipelineStep):
+    type = "⛏️ - MINE"
+
+    def mine(self, files: list[Record]) -> tuple[list[Record], Any]:
+        raise NotImplementedError
+
+    def text(self, record: Record) -> str:
+        raise NotImplementedError
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        for doc in data:
+            file = {"id": doc.id, "text": doc.text, **doc.metadata}
+            candidates, rejected = self.mine([file])
+            self.stat_update("files")
+            for reason, n in rejected.items():
+                self.stat_update(f"rejected_{reason}", value=n)
+            for record in candidates:
+                self.stat_update("candidates")
+                self.count(record)
+                record = dict(record)
+                yield Document(text=self.text(record), id=record.pop("id"), metadata=record)
+
+    def count(self, record: Record) -> None:
+        pass
+
+
+class MineExercises(_Mine):
+    """A Python file -> its self-contained documented functions as exercise candidates (text = prompt +
+    completion); `with_doctests` counts those with tests."""
+
+    name = "mine exercises"
+
+    def mine(self, files: list[Record]) -> tuple[list[Record], Any]:
+        return mine_exercises(files)
+
+    def text(self, record: Record) -> str:
+        return record["prompt"] + record["completion"]
+
+    def count(self, record: Record) -> None:
+        if record["tests"]:
+            self.stat_update("with_doctests")
+
+
+class MineSections(_Mine):
+    """A Python file -> its module / class docstrings with code, as textbook sections (`text`)."""
+
+    name = "mine sections"
+
+    def mine(self, files: list[Record]) -> tuple[list[Record], Any]:
+        return mine_sections(files)
+
+    def text(self, record: Record) -> str:
+        return record.pop("text")

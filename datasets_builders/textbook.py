@@ -8,7 +8,7 @@ corpus. It runs as a datatrove pipeline (seeds -> plan -> prompts -> teach -> wr
 `--dry-run` stops after planning the prompts and says how many distinct ones there are. Replies are cached
 (OUTPUT.cache/), so a killed run started again asks only for what is missing; failed requests land in
 removed/ with the reason. Without a teacher, sections are mined from the standard library's module and
-class docstrings with their code. Every record keeps its prompt, constraints and seed; the card carries a
+class docstrings with their code (stages mine -> choose -> write: the first `--n` of a seeded draw). Every record keeps its prompt, constraints and seed; the card carries a
 diversity report (on a sample of at most 2,000 records).
 
 Examples:
@@ -21,65 +21,35 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .diversity import diversity_report, report_markdown, write_with_report
+from .filters.prefilters import Readable
 from .generate.seeds import PLAN_FILE, SEEDED_FIELDS, PlanPrompts, SeededPrompts, SeedExtracts, seeded_lists
 from .generate.teach import ReplyFilter, Teach
 from .hub_dataset import is_complete, read_build_info
-from .mining import mine_sections, seeded_order
-from .pipeline import Record, Step, run_pipeline
+from .mining import MineSections
 from .pipelines.executors import (
     ExecutorOptions,
     Stage,
     add_executor_arguments,
+    check_work_dir,
     executor_options,
     run_stages,
     stage_stats,
 )
+from .pipelines.synthetic import ChooseFirst, SeededKey, TakeChosen, block_stats, diversity_section, sample_rows
 from .prompts import PromptSampler
-from .readers import IntermediateReader, make_reader
-from .sources import LocalPythonFiles
+from .readers import IntermediateReader, PythonFilesReader, make_reader
 from .teachers import add_builder_arguments, builder_kwargs, teacher_options
 from .writers import HubWriter, IntermediateWriter, RemovedWriter, finalize_dataset
 
 MIN_CHARS = 100
 TEACHER_LICENSE = "generated (check the teacher model's terms)"
-DIVERSITY_SAMPLE = 2000
-
-
-class Take(Step):
-    """Stop after `n` records (None: all); upstream steps are lazy, so nothing beyond the n-th is computed."""
-
-    name = "take"
-
-    def __init__(self, n: int | None):
-        super().__init__()
-        self.n = n
-
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        for record in records:
-            if self.n is not None and self.stats["kept"] >= self.n:
-                return
-            self.stats["kept"] += 1
-            yield record
-
-
-def teacher_records(teacher: Any, sampler: PromptSampler, kind: str, n: int) -> list[Record]:
-    """Ask the teacher one constrained prompt per record; `reply` holds its answer (None if it failed)."""
-    prompts = sampler.sample(kind, n)
-    replies = teacher.generate(prompts)
-    if prompts and all(r is None for r in replies):
-        failed = {k: v for k, v in teacher.stats.items() if k.startswith("failed")}
-        raise ConnectionError(f"teacher {teacher.name}: every request failed ({failed}); check the URL, the model "
-                              "name and the server's log")
-    return [{"id": p.id, "reply": r, "source": teacher.name, "license": TEACHER_LICENSE, "generator": teacher.name,
-             **p.provenance()} for p, r in zip(prompts, replies)]
 
 
 def textbook_stages(options: dict[str, Any], n: int, seed: int, sampler: PromptSampler, work: Path, staging: Path,
@@ -117,15 +87,7 @@ def build_textbook(output_dir: str | os.PathLike, teacher: dict[str, Any] | None
     `teachers.make_teacher`) answers `n` prompts seeded by `seed_input` (default: the standard library).
     """
     if teacher is None:
-        files = LocalPythonFiles(source_root)
-        candidates, rejected = mine_sections(files)
-        result = run_pipeline([Take(n)], seeded_order(candidates, seed))
-        info: dict[str, Any] = {"generator": "mined", "candidates": len(candidates), "rejected": dict(rejected),
-                                "skipped_files": dict(files.skipped), "seed": seed, "n": n, "stages": result.stats,
-                                "removed_by_reason": result.removed_by_reason()}
-        return write_with_report(result.kept, output_dir, name="textbook", text_of=lambda r: r["text"],
-                                 description="Synthetic Python textbook sections (phi-1 style).", build_info=info,
-                                 removed=result.removed, list_sizes=None, embed=embed, seed=seed)
+        return build_mined_textbook(Path(output_dir), n, seed, source_root, embed, executor or ExecutorOptions())
     if not n:
         raise ValueError("--n is required with a teacher (how many sections to generate)")
     output_dir = Path(output_dir)
@@ -140,9 +102,7 @@ def build_textbook(output_dir: str | os.PathLike, teacher: dict[str, Any] | None
     if is_complete(output_dir) and read_build_info(output_dir).get("config") == json.loads(fingerprint):
         print(f"{output_dir}: already complete with these options")
         return output_dir
-    from .pipelines.executors import check_work_dir
-
-    check_work_dir(work, str(hash_text(fingerprint)))
+    check_work_dir(work, hash_text(fingerprint))
     if not (work / "logs" / "generate").is_dir():
         shutil.rmtree(staging, ignore_errors=True)
     stages = textbook_stages(teacher, n, seed, sampler, work, staging, executor, seed_input, min_chars, dry_run)
@@ -161,21 +121,21 @@ def build_textbook(output_dir: str | os.PathLike, teacher: dict[str, Any] | None
               f"combinations, {len(ids)} distinct, in {work / 'prompts'}; no request sent")
         return work
     generate = {b["name"]: b["stats"] for b in stage_stats(work, "generate")}
-    sample = sample_rows(staging / "data", DIVERSITY_SAMPLE)
-    report = diversity_report([r["text"] for r in sample], [json.loads(r["constraints"]) for r in sample],
-                              {"audience": len(sampler.lists["audiences"]), "style": len(sampler.lists["styles"]),
-                               "difficulty": len(sampler.lists["difficulties"])}, embed=embed, seed=seed)
+    lists = {"audience": len(sampler.lists["audiences"]), "style": len(sampler.lists["styles"]),
+             "difficulty": len(sampler.lists["difficulties"])}
+    report, markdown = diversity_section(staging, lambda r: r["text"], lists, embed, seed)
+    generator = next(iter(sample_rows(staging / "data", 1, ["generator"])), {}).get("generator")
     removed = {f"reply:{k.removeprefix('dropped_')}": v for k, v in generate.get("reply", {}).items()
                if k.startswith("dropped_")}
-    info = {"generator": sample[0].get("generator") if sample else None, "config": config,
+    info = {"generator": generator, "config": config,
             "seed": seed, "n": n, "plan": plan, "stages": generate, "removed_by_reason": removed,
-            "diversity": {**report, "sample": len(sample)}}
+            "diversity": report}
     sections = {"Prompts": (f"{n} prompts seeded by {plan['extracts']} real code extracts x {plan['combinations']} "
                             "audience / style / difficulty combinations (Cosmopedia's method); each record keeps its "
                             "prompt, constraints and seed (`seed_path`, `seed_symbol`)."),
                 "Failures": "Prompts without a usable reply are under `removed/` with the reason: " + (
                     ", ".join(f"{k} {v}" for k, v in removed.items()) or "none") + ".",
-                "Diversity": report_markdown(report)}
+                "Diversity": markdown}
     out = finalize_dataset(staging, output_dir, name="textbook", description="Synthetic Python textbook sections "
                            "(phi-1 style), seeded by real code extracts.", build_info=info, sections=sections,
                            tags=["synthetic"])
@@ -184,22 +144,47 @@ def build_textbook(output_dir: str | os.PathLike, teacher: dict[str, Any] | None
 
 
 def hash_text(text: str) -> str:
-    import hashlib
-
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def sample_rows(folder: Path, n: int) -> list[Record]:
-    """The first `n` rows of the shards (the diversity report's sample; the corpus is never loaded whole)."""
-    import pyarrow.parquet as pq
-
-    rows: list[Record] = []
-    for shard in sorted(folder.glob("*.parquet")):
-        for batch in pq.ParquetFile(shard).iter_batches(batch_size=512):
-            rows += batch.to_pylist()
-            if len(rows) >= n:
-                return rows[:n]
-    return rows
+def build_mined_textbook(output_dir: Path, n: int | None, seed: int, source_root: str | os.PathLike | None,
+                         embed: bool, executor: ExecutorOptions) -> Path:
+    """The offline default: module / class docstrings with their code (mining.MineSections), the first `n` of
+    a seeded draw, as datatrove stages: mine -> choose -> write."""
+    config = {"generator": "mined", "n": n, "seed": seed, "source_root": str(source_root), "tasks": executor.tasks}
+    fingerprint = hash_text(json.dumps(config, sort_keys=True))
+    if is_complete(output_dir) and read_build_info(output_dir).get("fingerprint") == fingerprint:
+        print(f"{output_dir}: already complete with these options")
+        return output_dir
+    work = output_dir.with_name(output_dir.name + ".work")
+    staging = output_dir.with_name(output_dir.name + ".staging")
+    check_work_dir(work, fingerprint)
+    if not (work / "logs").is_dir():
+        shutil.rmtree(staging, ignore_errors=True)
+    stages = [Stage("mine", [PythonFilesReader(source_root), Readable(), MineSections(), SeededKey(seed),
+                             IntermediateWriter(work / "candidates")], executor.tasks),
+              Stage("choose", [ChooseFirst(work / "candidates", work, n)], 1),
+              Stage("write", [IntermediateReader(work / "candidates"), TakeChosen(work), HubWriter(staging)],
+                    executor.tasks)]
+    if not run_stages(stages, work, executor):
+        print(f"submitted to Slurm; logs in {work / 'logs'}")
+        return output_dir
+    mined = block_stats(work, "mine", "mine sections")
+    skipped = block_stats(work, "mine", "readable")
+    taken = block_stats(work, "write", "take chosen")
+    report, markdown = diversity_section(staging, lambda r: r["text"], None, embed, seed)
+    info: dict[str, Any] = {
+        "generator": "mined", "fingerprint": fingerprint, "config": config, "seed": seed, "n": n,
+        "candidates": mined.get("candidates", 0),
+        "rejected": {k.removeprefix("rejected_"): v for k, v in mined.items() if k.startswith("rejected_")},
+        "skipped_files": {k.removeprefix("dropped_"): v for k, v in skipped.items() if k.startswith("dropped_")},
+        "not_chosen": taken.get("not_chosen", 0), "removed_by_reason": {},
+        "stages": {f"{s}/{b['name']}": b["stats"] for s in ("mine", "write") for b in stage_stats(work, s)},
+        "diversity": report}
+    out = finalize_dataset(staging, output_dir, name="textbook", description="Synthetic Python textbook sections "
+                           "(phi-1 style).", build_info=info, sections={"Diversity": markdown}, tags=["synthetic"])
+    print(f"wrote {read_build_info(out)['rows']} sections to {out}")
+    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -293,11 +293,14 @@ def test_cli_sharded_run_writes_pruned_dataset_removed_records_and_table3(tmp_pa
     rows = [{"task_id": f"HumanEval/{i}", "passed": s == 0 and i % 2 == 0} for i in range(164) for s in range(2)]
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "clean"
-    common = ["--input", str(corpus), "--output", str(out), "--detectors", "ngram,ast", "--num-shards", "2",
-              "--benchmark-results", str(results)]
-    _phi(*common, "--shard-index", "1")
-    assert not (out / "build_info.json").exists()  # shard 0 still missing
-    _phi(*common, "--shard-index", "0")
+    # Two input files, so each of the two datatrove tasks reads its own one.
+    corpus.unlink()
+    corpus.mkdir()
+    half = len(records) // 2
+    for k, part in enumerate((records[:half], records[half:])):
+        (corpus / f"part-{k}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    _phi("--input", str(corpus), "--output", str(out), "--detectors", "ngram,ast", "--tasks", "2", "--workers", "1",
+         "--benchmark-results", str(results))
 
     # A private cache: datasets 5.2 serves a stale cache for another folder of the same name (see report).
     cache = str(tmp_path / "hf-cache")
@@ -322,7 +325,9 @@ def test_cli_sharded_run_writes_pruned_dataset_removed_records_and_table3(tmp_pa
     assert humaneval[0.8]["similar"] >= humaneval[0.95]["similar"]
     markdown = (out / "report.md").read_text()
     assert "| 0.95 | similar |" in markdown and "|  | non-similar |" in markdown and "pass rate" in markdown
-    assert not (tmp_path / "clean.shards").exists()
+    counts = json.loads((out / "build_info.json").read_text())["counts"]
+    assert counts["in"] == len(records) == counts["kept"] + counts["removed"]
+    assert not (tmp_path / "clean.work").exists()
 
 
 def test_cli_bad_column_is_one_clear_line(tmp_path):

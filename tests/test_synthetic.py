@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from datasets_builders.diversity import diversity_report
-from datasets_builders.exercises import Deduplicate, build_exercises
+from datasets_builders.exercises import build_exercises
 from datasets_builders.filters.dedup import NearDuplicateIndex
 from datasets_builders.hub_dataset import is_complete, read_build_info, read_records
 from datasets_builders.mining import doctest_asserts, exercise_from_code, mine_exercises, program
@@ -133,15 +133,35 @@ def test_doctests_become_asserts_that_run():
     assert not bad.passed and "expected TypeError" in bad.result
 
 
-def test_dedup_removes_exact_and_near_duplicates():
+def test_dedup_removes_exact_and_near_duplicates(tmp_path):
+    """The exercise pipelines' dedup: datatrove's exact + MinHash stages, removed records with their reason."""
+    from datatrove.data import Document
+
+    from datasets_builders.filters.dedup import Dedup
+    from datasets_builders.pipelines.executors import ExecutorOptions, Stage, run_stages
+    from datasets_builders.pipelines.synthetic import dedup_filters, dedup_stages
+    from datasets_builders.readers import IntermediateReader
+    from datasets_builders.writers import IntermediateWriter, RemovedWriter
+
     body = "".join(f"    total = total + values[{i}] * weights[{i}]\n" for i in range(12)) + "    return total\n"
     base = {"prompt": 'def weighted(values, weights):\n    """Weighted sum."""\n', "completion": body}
     near = {**base, "completion": body.replace("return total", "return total  # done")}
     other = {"prompt": 'def f():\n    """Other."""\n', "completion": "    return 1\n"}
-    step = Deduplicate()
-    kept = list(step.run([dict(base), {**base, "prompt": base["prompt"] + "  "}, near, other]))
-    assert kept == [base, other]
-    assert step.stats["removed:duplicate"] == 1 and step.stats["removed:near_duplicate"] == 1
+    # Exact after normalisation (trailing whitespace, blank lines: filters.dedup.normalized_text).
+    spaced = {**base, "completion": body.replace("\n", "  \n") + "\n\n"}
+    rows = {"base": base, "spaced": spaced, "near": near, "other": other}
+    docs = [Document(text=r["prompt"] + r["completion"], id=k, metadata=r) for k, r in rows.items()]
+    dedup, work = Dedup(tmp_path / "work"), tmp_path / "work"
+    stages = [Stage("write", [docs, IntermediateWriter(work / "in")], 1), *dedup_stages(dedup, work / "in", 1),
+              Stage("filter", [IntermediateReader(work / "in"),
+                               *dedup_filters(dedup, lambda step, reason: RemovedWriter(tmp_path, step, reason, reason)),
+                               IntermediateWriter(work / "out")], 1)]
+    run_stages(stages, work, ExecutorOptions())
+    kept = [json.loads(line)["id"] for line in (work / "out" / "00000.jsonl").read_text().splitlines()]
+    removed = {r["id"]: f"{r['removed_by']}:{r['removed_reason']}" for r in read_records(tmp_path / "removed")}
+    # Of the exact pair, the copy whose id hashes highest stays (filters.dedup.id_priority): one of them goes.
+    assert sorted(kept + list(removed)) == sorted(rows) and len(kept) == 2 and "other" in kept
+    assert sorted(removed.values()) == ["dedup:duplicate", "dedup:near_duplicate"]
     index = NearDuplicateIndex()
     assert not index.seen("a b c d e f") and index.seen("a b c d e f") and not index.seen("x = 1")
 

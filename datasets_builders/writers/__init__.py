@@ -46,18 +46,31 @@ def _row(writer: HubWriter, document: Document) -> dict[str, Any]:
     return {"id": document.id, "text": document.text, **document.metadata}
 
 
+def _row_without_text(writer: HubWriter, document: Document) -> dict[str, Any]:
+    return {"id": document.id, **document.metadata}
+
+
+def _metadata_row(writer: HubWriter, document: Document) -> dict[str, Any]:
+    return dict(document.metadata)
+
+
+ROW_ADAPTERS = {"text": _row, "no_text": _row_without_text, "metadata": _metadata_row}
+
+
 def _removed_row(writer: RemovedWriter, document: Document) -> dict[str, Any]:
     return writer.removed_row(document)
 
 
 class HubWriter(ParquetWriter):
-    """Kept documents as `data/train-${rank}.parquet` rows: `id`, `text` and every metadata column."""
+    """Kept documents as `data/train-${rank}.parquet` rows: `id`, `text` and every metadata column
+    (`row="no_text"`: `id` and the metadata, for sets whose text is other columns, e.g. prompt + completion;
+    `row="metadata"`: the metadata alone, a reader's original row)."""
 
     name = "🤗 hub parquet"
 
-    def __init__(self, folder: str | os.PathLike, batch_size: int = 1000):
+    def __init__(self, folder: str | os.PathLike, batch_size: int = 1000, row: str = "text"):
         super().__init__(str(Path(folder) / "data"), output_filename="train-${rank}.parquet",
-                         adapter=_row, batch_size=batch_size, use_content_defined_chunking=False,
+                         adapter=ROW_ADAPTERS[row], batch_size=batch_size, use_content_defined_chunking=False,
                          max_file_size=-1)
 
     def _write(self, document: dict, file_handler: Any, filename: str) -> None:
@@ -83,17 +96,18 @@ def row_schema(row: dict[str, Any]) -> Any:
 
 class RemovedWriter(ParquetWriter):
     """Exclusion writer: what `step` removed, with the reason (`filter_reason` of a datatrove filter, else
-    `default_reason`), the provenance, and the other metadata as JSON (`details`)."""
+    `default_reason`), the provenance, and the other metadata as JSON (`details`). `part` tells apart the
+    files of two filters of one step (exact and near dedup)."""
 
     name = "🗑️ removed"
 
-    def __init__(self, folder: str | os.PathLike, step: str, default_reason: str | None = None):
+    def __init__(self, folder: str | os.PathLike, step: str, default_reason: str | None = None, part: str | None = None):
         import pyarrow as pa
 
         schema = pa.schema([("id", pa.string()), ("text", pa.string()), ("removed_by", pa.string()),
                             ("removed_reason", pa.string()), *((c, pa.string()) for c in PROVENANCE),
                             ("details", pa.string())])
-        super().__init__(str(Path(folder) / "removed"), output_filename=f"{step}-${{rank}}.parquet",
+        super().__init__(str(Path(folder) / "removed"), output_filename=f"{step}-{part + '-' if part else ''}${{rank}}.parquet",
                          adapter=_removed_row, schema=schema,
                          use_content_defined_chunking=False, max_file_size=-1)
         self.step, self.default_reason = step, default_reason or step
