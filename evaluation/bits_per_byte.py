@@ -8,7 +8,8 @@ The prompt and the completion are tokenized separately and joined, so the scored
 completion's bytes (checked: they must decode back to the completion) whatever the tokenizer merges; two
 models with different tokenizers are then compared on the same bytes. Contexts longer than the model's
 window are scored in strided windows: each window holds at most `max_length` tokens and scores its last
-`stride` of them, so every scored token sees at least `max_length - stride` tokens before it (or all there are).
+`stride` of them (default 3/4 of `max_length`), so every scored token sees at least `max_length - stride`
+tokens before it (or all there are).
 
 A set of items is summarised as total bits / total bytes (each byte weighs the same, as in language-model
 bits-per-byte); the per-item numbers are kept for the paired comparisons of `recipes/ablation.py`.
@@ -90,7 +91,7 @@ def completion_nll(model: Any, tokenizer: Any, items: Sequence[Item], max_length
     """Per item: {'id', 'set', 'nll_nats', 'tokens', 'bytes', 'bits_per_byte'}. `model(input_ids=...)` must
     return an object with `.logits` (batch, length, vocab); windows are padded on the right, which a causal
     model never attends to, so no attention mask is needed."""
-    stride = stride or max_length // 2
+    stride = stride or max_length * 3 // 4
     jobs: list[tuple[int, list[int], int]] = []  # (item index, window ids, scored tokens at the window's end)
     n_tokens = []
     for i, item in enumerate(items):
@@ -154,8 +155,9 @@ def evaluate_model(model_dir: str | os.PathLike, items: Sequence[Item], out_dir:
     with (out / "per_item.jsonl").open("w", encoding="utf-8") as f:
         for row in per_item:
             f.write(json.dumps(row) + "\n")
-    results = {"model": str(model_dir), "max_length": max_length, "stride": stride or max_length // 2,
-               "vocab_size": len(tokenizer), "sets": summarize(per_item)}
+    results = {"model": str(model_dir), "max_length": max_length, "stride": stride or max_length * 3 // 4,
+               "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()),
+               "sets": summarize(per_item)}
     (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     return results
 

@@ -133,11 +133,8 @@ def eval_scores(summaries: dict[str, dict[str, Any]], tag: str) -> dict[str, flo
     return scores
 
 
-def evaluation_section(summaries: dict[str, dict[str, Any]], ablation: bool) -> str:
-    columns = {"ours (filtered + textbook)": eval_scores(summaries, "")}
-    if ablation:
-        columns["ours (unfiltered, same compute)"] = eval_scores(summaries, "-unfiltered")
-    columns.update(PUBLISHED)
+def evaluation_section(summaries: dict[str, dict[str, Any]]) -> str:
+    columns = {"ours (filtered + textbook)": eval_scores(summaries, ""), **PUBLISHED}
     tasks = list(dict.fromkeys(t for scores in columns.values() for t in scores))
     rows = [[task, *(scores.get(task) for scores in columns.values())] for task in tasks]
     skipped = {task: why for k, v in summaries.items() if k.startswith("eval-commonsense")
@@ -148,23 +145,6 @@ def evaluation_section(summaries: dict[str, dict[str, Any]], ablation: bool) -> 
             "Our numbers are on a small `--limit` of each benchmark and a model ~200x smaller than phi-1: they "
             "show that every stage runs, not the paper's scores.")
     return table(["benchmark", *columns], rows) + "\n\n" + note + skipped_note + f"\n\n<!-- protocols: {json.dumps(limits, default=str)[:2000]} -->"
-
-
-def ablation_section(summaries: dict[str, dict[str, Any]]) -> str:
-    def final_eval(name: str) -> float | None:
-        metrics = summaries.get(name, {}).get("result", {}).get("metrics", {})
-        return metrics.get("eval_loss")
-
-    ours, base = eval_scores(summaries, ""), eval_scores(summaries, "-unfiltered")
-    rows = [[task, ours.get(task), base.get(task)] for task in ours]
-    rows.insert(0, ["pretrain eval loss (own held-out split)", final_eval("pretrain"), final_eval("pretrain-unfiltered")])
-    better = sum(1 for t in ours if ours[t] is not None and base.get(t) is not None and ours[t] > base[t])
-    worse = sum(1 for t in ours if ours[t] is not None and base.get(t) is not None and ours[t] < base[t])
-    verdict = (f"Filtered + textbook beats unfiltered on {better} benchmark(s), loses on {worse}, ties on the rest. "
-               "At this scale (minutes of CPU, tiny limits) differences are mostly within noise; the paper's claim "
-               "is about 1.3B models and billions of tokens. The eval losses are on each run's own held-out split, "
-               "so they are not directly comparable.")
-    return table(["metric", "filtered + textbook", "unfiltered"], rows) + "\n\n" + verdict
 
 
 def decontamination_section(summaries: dict[str, dict[str, Any]]) -> str:
@@ -191,11 +171,14 @@ def write_report(run_dir: Path, summaries: dict[str, dict[str, Any]], ablation: 
         "## Stages", stages_section(summaries),
         "## Datasets", datasets_section(run_dir, summaries),
         "## Training", training_section(run_dir, summaries),
-        "## Evaluation", evaluation_section(summaries, ablation),
+        "## Evaluation", evaluation_section(summaries),
         "## Decontamination (phi-1 Table 3 layout)", decontamination_section(summaries),
     ]
     if ablation:
-        sections += ["## Ablation: filtered + textbook vs unfiltered", ablation_section(summaries)]
+        from recipes.ablation import ablation_section
+
+        sections += ["## Ablation: filtered + textbook vs unfiltered, same compute, bits per byte over seeds",
+                     ablation_section(run_dir, summaries)]
     text = "\n\n".join(sections) + "\n"
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
     md_path.write_text(text, encoding="utf-8")

@@ -5,11 +5,12 @@ marker `stages/<name>.json` exists, so a killed run resumes at the stage it was 
 finetuning resume from their latest checkpoint):
 standard-library corpus -> filtered code -> mined textbook + exercises -> decontamination ->
 tokenizer -> pretrain -> finetune on exercises -> HumanEval, MBPP, multiple choice -> report.
-`--ablation` adds the paper's central comparison: the same pretraining compute on the unfiltered corpus.
+`--ablation [--seeds K]` adds the paper's central comparison (recipes/ablation.py): the same pretraining compute
+on the unfiltered corpus, K seeds per arm, scored in bits per byte on items neither arm trained on.
 
 Example:
     phi reproduce                                              # recipes/configs/tiny.yaml, runs/tiny
-    phi reproduce --ablation --run_dir runs/tiny-ablation
+    phi reproduce --ablation --seeds 3 --run_dir runs/tiny-ablation
     phi reproduce --pretrain.max_steps 50 --finetune.max_steps 10 --eval_limit 5 --run_dir runs/smoke
     phi reproduce --push_to_hub my-org --dry_run               # what would be uploaded
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from recipes.config import add_config_arguments, load_config
+from recipes.profiling import StageProfiler
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "recipes" / "configs" / "tiny.yaml"
@@ -40,6 +42,8 @@ class Run:
     dir: Path
     args: argparse.Namespace
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # multiple-choice tasks whose data the start-up check did not find: {task: why}, skipped without a retry
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     def path(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
@@ -63,9 +67,15 @@ def run_stage(run: Run, stage: Stage) -> dict[str, Any]:
         print(f"[{stage.name}] done already ({summary['seconds']:.0f}s), skipping")
     else:
         print(f"[{stage.name}] {stage.description}")
+        profiler = StageProfiler().start()
         start = time.time()
-        summary = {"description": stage.description, **stage.run(run)}
-        summary["seconds"] = round(time.time() - start, 1)
+        try:
+            summary = {"description": stage.description, **stage.run(run)}
+        finally:
+            seconds = time.time() - start
+            profile = profiler.stop(wall=seconds)
+        summary["seconds"] = round(seconds, 1)
+        summary["profile"] = profile  # sampled sub-steps, scaled to the stage's wall time (recipes/profiling.py)
         marker.parent.mkdir(parents=True, exist_ok=True)
         tmp = marker.with_suffix(".tmp")
         tmp.write_text(json.dumps(summary, indent=2, default=str))
@@ -144,13 +154,15 @@ def _resume(output_dir: Path) -> dict[str, Any]:
     return {"resume_from_checkpoint": "latest"} if output_dir.is_dir() and list_checkpoints(output_dir) else {}
 
 
-def pretrain_stage(run: Run, datasets: list[str], name: str = "pretrain") -> dict[str, Any]:
+def pretrain_stage(run: Run, datasets: list[str], name: str = "pretrain", tokenizer: str = "tokenizer",
+                   seed: int | None = None) -> dict[str, Any]:
     from recipes.pretrain import run as pretrain
 
     out = run.path(name)
     overrides = {"datasets": [{"path": str(run.path("datasets", d))} for d in datasets],
-                 "tokenizer": str(run.path("tokenizer")), "packed_dir": str(run.path("packed", name)),
-                 "output_dir": str(out), "seed": run.args.seed, **_overrides(run, "pretrain"), **_resume(out)}
+                 "tokenizer": str(run.path(tokenizer)), "packed_dir": str(run.path("packed", name)),
+                 "output_dir": str(out), "seed": run.args.seed if seed is None else seed,
+                 **_overrides(run, "pretrain"), **_resume(out)}
     result = pretrain(str(run.args.config), overrides)
     return {"input": datasets, "output": str(out / "final"), "config": str(run.args.config), "overrides": overrides,
             "result": result}
@@ -184,11 +196,16 @@ def code_eval_stage(run: Run, task: str, model_dir: str) -> dict[str, Any]:
 
 def mc_eval_stage(run: Run, model_dir: str) -> dict[str, Any]:
     from evaluation.multiple_choice import evaluate_multiple_choice
+    from evaluation.registry import resolve_tasks
 
     out = run.path("eval", Path(model_dir).parent.name, "commonsense")
-    results = evaluate_multiple_choice(str(run.path(model_dir)), tasks=list(run.args.mc_tasks), out_dir=out,
+    # Tasks the start-up check found no data for are not asked again (offline, the Hub client would retry
+    # each for half a minute); the report lists them with the check's reason.
+    tasks = [t for t in resolve_tasks(list(run.args.mc_tasks)) if t not in run.unavailable]
+    results = evaluate_multiple_choice(str(run.path(model_dir)), tasks=tasks, out_dir=out,
                                        limit=run.args.mc_limit, seed=run.args.seed, dtype="float32", device="cpu",
                                        trust_remote_code=True, skip_missing=True)
+    results["skipped"] = {**{t: f"data not found: {why}" for t, why in run.unavailable.items()}, **results["skipped"]}
     return {"input": model_dir, "output": str(out), "results": results}
 
 
@@ -219,8 +236,6 @@ def report_stage(run: Run) -> dict[str, Any]:
     from recipes.report import write_report
 
     cards = [write_model_card(run, "finetune", "phi-tiny")]
-    if run.args.ablation:
-        cards.append(write_model_card(run, "finetune-unfiltered", "phi-tiny-unfiltered"))
     md, html = write_report(run.dir, run.summaries, ablation=run.args.ablation)
     return {"output": [str(md), str(html), *map(str, cards)]}
 
@@ -243,15 +258,9 @@ def stages(args: argparse.Namespace) -> list[Stage]:
         *evals("finetune/final", ""),
     ]
     if args.ablation:
-        plan += [
-            Stage("unfiltered-code", lambda r: filtered_code(r, quality_filter=False),
-                  "standard library -> pre-filters only (ablation: no quality filter, no textbook)"),
-            Stage("pretrain-unfiltered", lambda r: pretrain_stage(r, ["unfiltered-code"], "pretrain-unfiltered"),
-                  "pretrain with the same compute on the unfiltered corpus"),
-            Stage("finetune-unfiltered", lambda r: finetune_stage(r, "pretrain-unfiltered", "finetune-unfiltered"),
-                  "finetune the ablation model on the same exercises"),
-            *evals("finetune-unfiltered/final", "-unfiltered"),
-        ]
+        from recipes import ablation
+
+        plan += ablation.stages(args)
     return plan
 
 
@@ -290,21 +299,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="multiple-choice tasks or groups of the evaluation registry (default: commonsense)")
     parser.add_argument("--mc_limit", type=int, default=50, help="documents per multiple-choice task")
     parser.add_argument("--ablation", action="store_true", help="also train on the unfiltered corpus, same compute")
+    parser.add_argument("--seeds", type=int, default=1, help="with --ablation: seeds per arm (init + data order)")
     parser.add_argument("--push_to_hub", metavar="ORG", default=None, help="upload datasets and model (online)")
     parser.add_argument("--dry_run", action="store_true", help="with --push_to_hub: list what would be uploaded")
     parser.add_argument("--restart", action="store_true", help="delete the run directory first")
 
 
-def check_benchmark_data(args: argparse.Namespace) -> None:
+def check_benchmark_data(args: argparse.Namespace) -> dict[str, str]:
     """Before any work: the data decontamination and code evaluation need must be there (one line naming the
-    Hub id and PHI_DATA_DIR otherwise); multiple-choice tasks without data are named now and skipped later."""
+    Hub id and PHI_DATA_DIR otherwise); multiple-choice tasks without data are named now, returned as
+    {task: what is missing}, and skipped later."""
     from evaluation.data import check_data, missing_data, resolve_data_dir
     from evaluation.registry import resolve_tasks
 
     check_data(["humaneval", "mbpp"])
-    missing = missing_data(resolve_tasks(args.mc_tasks), resolve_data_dir(None))
+    data_dir = resolve_data_dir(None)
+    missing = {task: "; ".join(m) for task in resolve_tasks(args.mc_tasks) if (m := missing_data([task], data_dir))}
     if missing:
-        print(f"multiple-choice data not found, these tasks will be skipped: {'; '.join(missing)}")
+        print(f"multiple-choice data not found, these tasks will be skipped: {'; '.join(missing.values())}")
+    return missing
 
 
 def main(args: argparse.Namespace) -> None:
@@ -313,13 +326,19 @@ def main(args: argparse.Namespace) -> None:
     run_dir = args.run_dir or Path("runs") / args.config.stem
     if args.restart:
         shutil.rmtree(run_dir, ignore_errors=True)
+    if args.ablation:  # every data stage reads the source tree without the yardstick's held-out files
+        from recipes.ablation import heldout_view
+
+        if args.seeds < 1:
+            raise ValueError(f"--seeds {args.seeds}: give at least 1")
+        args.source = str(heldout_view(run_dir, args.source))
     run = Run(run_dir, args)
     for stage, config in (("pretrain", args.config), ("finetune", args.finetune_config)):  # bad keys: before any work
         try:
             load_config(config, _overrides(run, stage))
         except ValueError as err:
             raise ValueError(f"--{stage}.* overrides: {err}") from None
-    check_benchmark_data(args)
+    run.unavailable = check_benchmark_data(args)
     start = time.time()
     for stage in stages(args):
         run_stage(run, stage)
