@@ -76,6 +76,7 @@ def run_stage(run: Run, stage: Stage) -> dict[str, Any]:
             profile = profiler.stop(wall=seconds)
         summary["seconds"] = round(seconds, 1)
         summary["profile"] = profile  # sampled sub-steps, scaled to the stage's wall time (recipes/profiling.py)
+        summary["load_average"] = round(os.getloadavg()[0], 2)  # how shared the machine was
         marker.parent.mkdir(parents=True, exist_ok=True)
         tmp = marker.with_suffix(".tmp")
         tmp.write_text(json.dumps(summary, indent=2, default=str))
