@@ -486,3 +486,57 @@ def test_slurm_executor_needs_a_partition_and_sbatch(tmp_path, monkeypatch):
         with pytest.raises(SystemExit) as exit_:
             cli.main(["data", "filtered-code", "--input", str(src), "--output", str(tmp_path / "out"), *extra])
         assert message in str(exit_.value.code) and "\n" not in str(exit_.value.code)
+
+
+# ---------------------------------------------------------------- Slurm, on a one-machine Slurm
+
+@pytest.mark.slow
+def test_slurm_executor_runs_the_job_arrays_and_keeps_the_same_ids(tmp_path):
+    """`--executor slurm` through datatrove's SlurmPipelineExecutor, against tests/fake_slurm.py's sbatch / srun /
+    scontrol on PATH (every array task run with its SLURM_ARRAY_TASK_ID): same kept ids as one local task, one
+    job array per stage chained by afterok, and a rerun submits nothing."""
+    from tests.fake_slurm import install
+
+    corpus = tmp_path / "corpus"
+    synthetic_code_corpus(corpus, 300, seed=2, shard_rows=100, planted=0.05)  # 3 JSONL files
+    reference = build_filtered_code(corpus, tmp_path / "local", quality_filter=False, content_column="content")
+    install(tmp_path / "bin")
+    env = {**os.environ, "FAKE_SLURM_STATE": str(tmp_path / "slurm"),
+           "PATH": os.pathsep.join([str(tmp_path / "bin"), str(Path(sys.executable).parent), os.environ["PATH"]])}
+    cmd = [sys.executable, "-m", "recipes.cli", "data", "filtered-code", "--input", str(corpus), "--output",
+           str(tmp_path / "slurm-out"), "--content-column", "content", "--no-quality-filter", "--executor", "slurm",
+           "--slurm-partition", "debug", "--tasks", "3"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = json.loads((tmp_path / "slurm" / "jobs.json").read_text())
+    # Each stage: its job array, then datatrove's merge-stats job (same name) after it.
+    arrays = {j["name"]: j for j in jobs.values() if "launch_pickled_pipeline" in j["script"]}
+    assert list(arrays) == ["phi-prefilter", "phi-exact-find", "phi-minhash-signatures", "phi-minhash-buckets",
+                            "phi-minhash-cluster", "phi-dedup", "phi-finalize"]
+    assert all(j["state"] == "COMPLETED" for j in jobs.values())
+    assert arrays["phi-prefilter"]["array"] == [0, 1, 2] and arrays["phi-exact-find"]["array"] == [0]
+    ids = [k for k, j in jobs.items() if "launch_pickled_pipeline" in j["script"]]
+    assert all(jobs[b]["dependency"] == f"afterok:{a}" for a, b in zip(ids, ids[1:]))
+    assert sum("merge_stats" in j["script"] for j in jobs.values()) == len(arrays)
+    check_counts(tmp_path / "slurm-out")
+    assert kept_ids(tmp_path / "slurm-out") == kept_ids(reference)
+    assert removed_reasons(tmp_path / "slurm-out") == removed_reasons(reference)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=REPO)
+    assert again.returncode == 0 and "already complete with these options" in again.stdout
+    assert json.loads((tmp_path / "slurm" / "jobs.json").read_text()) == jobs  # nothing submitted
+
+    # A builder that writes its card in the driver (mined exercises): written once every job array finished.
+    from datasets_builders.exercises import build_exercises
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("textwrap.py", "shlex.py", "colorsys.py"):
+        (lib / name).write_bytes((stdlib_root() / name).read_bytes())
+    local = build_exercises(tmp_path / "ex-local", n=None, source_root=lib, embed=False)
+    cmd = [sys.executable, "-m", "recipes.cli", "data", "exercises", "--output", str(tmp_path / "ex-slurm"), "--n", "0",
+           "--source-root", str(lib), "--no-embeddings", "--executor", "slurm", "--slurm-partition", "debug",
+           "--tasks", "2"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert parquet_rows(tmp_path / "ex-slurm" / "data") == parquet_rows(local / "data")
+    assert read_build_info(tmp_path / "ex-slurm")["removed_by_reason"] == read_build_info(local)["removed_by_reason"]

@@ -8,7 +8,9 @@ own logging folder `<work>/logs/<stage>` where datatrove records a completion pe
 - `ray`: `RayPipelineExecutor` on the cluster at `--ray-address`, or on a local Ray cluster started here with
   `--workers` CPUs when none is given.
 - `slurm`: `SlurmPipelineExecutor`: one job array per stage, chained with `depends`; this command submits
-  them and returns (run it again once they finished, or watch `<work>/logs`).
+  them and returns (run it again once they finished, or watch `<work>/logs`): a run that finds every task
+  complete submits nothing and writes what the driver writes (a card, a report). Tested against a
+  one-machine Slurm (tests/fake_slurm.py: sbatch / srun / scontrol on PATH), not a cluster.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def check_work_dir(work: Path, fingerprint: str) -> None:
 
 
 def run_stages(stages: list[Stage], work: Path, options: ExecutorOptions) -> bool:
-    """Run `stages` in order; True when all finished here (False: submitted to Slurm)."""
+    """Run `stages` in order; True when all have finished (False: submitted to Slurm, still to run)."""
     logs = work / "logs"
     if options.executor == "local":
         from datatrove.executor import LocalPipelineExecutor
@@ -88,15 +90,17 @@ def run_stages(stages: list[Stage], work: Path, options: ExecutorOptions) -> boo
 
     if not shutil.which("sbatch"):
         raise FileNotFoundError("--executor slurm: no `sbatch` on this machine; run from a Slurm login node")
-    previous = None
+    previous, executors = None, []
     for stage in stages:
         previous = SlurmPipelineExecutor(
             stage.blocks, tasks=stage.tasks, time=options.slurm_time, partition=options.slurm_partition,
             logging_dir=str(logs / stage.name), job_name=f"phi-{stage.name}", depends=previous,
             cpus_per_task=options.slurm_cpus_per_task, mem_per_cpu_gb=options.slurm_mem_per_cpu_gb,
             sbatch_args=options.slurm_sbatch_args or None)
+        executors.append(previous)
     previous.run()
-    return False
+    # Every task already finished (a rerun once the jobs are done): the caller may write its outputs now.
+    return all(not executor.get_incomplete_ranks() for executor in executors)
 
 
 def start_ray(options: ExecutorOptions) -> None:
