@@ -347,6 +347,25 @@ def encode_pair(tokenizer, context: str, continuation: str) -> Request:
     return context_ids, whole[len(context_ids):]
 
 
+def encode_requests(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[Request]:
+    """`encode_pair` of each (context, continuation), the same ids, with every distinct text tokenized once and
+    in one batch call (a document's choices share its context; the batch runs in the tokenizer's native code)."""
+    moved = []
+    for context, continuation in pairs:
+        spaces = len(context) - len(context.rstrip())
+        moved.append((context[:-spaces], context[-spaces:] + continuation) if spaces else (context, continuation))
+    texts = list(dict.fromkeys(t for (original, _), (c, k) in zip(pairs, moved) if original for t in (c, c + k)))
+    ids = dict(zip(texts, tokenizer(texts)["input_ids"])) if texts else {}
+    requests = []
+    for (original, continuation), (c, k) in zip(pairs, moved):
+        if not original:
+            requests.append(encode_pair(tokenizer, original, continuation))
+        else:
+            context_ids = ids[c]
+            requests.append((context_ids, ids[c + k][len(context_ids):]))
+    return requests
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Per-document metrics (aggregation: evaluation/metrics.py)
 
@@ -490,7 +509,8 @@ def _prepare_task(task: Task, tokenizer: Any, data_dir: Path, limit: int | None,
         if len(examples) < shots:
             raise ValueError(f"task {task.name}: {shots} shots asked, the few-shot source has {len(examples)}")
     docs = build_docs(task, records, examples, shots)
-    groups = [[encode_pair(tokenizer, c, k) for c, k in zip(d.contexts, d.continuations)] for d in docs]
+    requests = iter(encode_requests(tokenizer, [(c, k) for d in docs for c, k in zip(d.contexts, d.continuations)]))
+    groups = [[next(requests) for _ in d.contexts] for d in docs]
     return _Prepared(docs, groups, shots, origin, time.perf_counter() - t0)
 
 

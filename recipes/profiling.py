@@ -46,16 +46,12 @@ SUB_STEPS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
-def _compiled() -> list[tuple[str, list[tuple[str, str]]]]:
-    return [(name, [tuple(p.split(":", 1)) for p in patterns]) for name, patterns in SUB_STEPS]
-
-
 class StageProfiler:
     """Sample the main thread while a stage runs; `stop()` returns {sub-step: seconds} (with "other")."""
 
-    def __init__(self, interval: float = 0.02):
+    def __init__(self, interval: float = 0.02, sub_steps: list[tuple[str, tuple[str, ...]]] | None = None):
         self.interval = interval
-        self.rules = _compiled()
+        self.rules = [(name, [tuple(p.split(":", 1)) for p in patterns]) for name, patterns in (sub_steps or SUB_STEPS)]
         self.counts: Counter[str] = Counter()
         self._target = threading.main_thread().ident
         self._stop = threading.Event()

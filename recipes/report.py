@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -45,6 +46,35 @@ def stages_section(summaries: dict[str, dict[str, Any]]) -> str:
              s.get("seconds")] for name, s in summaries.items()]
     total = sum(s.get("seconds", 0) for s in summaries.values())
     return table(["stage", "in", "out", "rows", "removed", "seconds"], rows) + f"\n\nTotal: {total:.0f} s."
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.0f}%" if whole else "-"
+
+
+def profile_section(summaries: dict[str, dict[str, Any]], min_share: float = 0.05) -> str:
+    """Where the time went: each stage's wall time and share of the run, and under it the sub-steps the stage
+    profiler sampled (recipes/profiling.py) that took at least `min_share` of the stage (the rest summed)."""
+    stages = {name: s for name, s in summaries.items() if s.get("seconds") is not None}
+    total = sum(s["seconds"] for s in stages.values())
+    rows = []
+    for name, s in stages.items():  # in run order, as the Stages table
+        wall = s["seconds"]
+        load = s.get("load_average")
+        rows.append([f"**{name}**", f"{wall:.1f}", _pct(wall, total), None if load is None else f"{load:.2f}"])
+        profile = s.get("profile") or {}
+        shown = {k: v for k, v in profile.items() if k != "other" and v >= min_share * wall and v >= 0.5}
+        rest = sum(profile.values()) - sum(shown.values())
+        for step, seconds in shown.items():
+            rows.append([f"&nbsp;&nbsp;{step}", f"{seconds:.1f}", f"{_pct(seconds, wall)} of stage", ""])
+        if shown and rest >= 0.5:
+            rows.append(["&nbsp;&nbsp;other", f"{rest:.1f}", f"{_pct(rest, wall)} of stage", ""])
+    rows.append(["**total (stages)**", f"{total:.1f}", "100%", ""])
+    note = ("Wall seconds per stage (exact) and, under each, its main sub-steps: the main thread's stack sampled every "
+            "20 ms (recipes/profiling.py), scaled to the stage's wall time; a stage skipped on a rerun shows the time "
+            f"of the run that did it. Load: the machine's 1-minute load average as the stage ended ({os.cpu_count()} "
+            "CPUs here); on a shared machine a stage takes longer in proportion.")
+    return table(["stage / sub-step", "wall s", "share", "load"], rows) + "\n\n" + note
 
 
 def _scalars(info: dict[str, Any], prefix: str = "", depth: int = 0) -> list[tuple[str, Any]]:
@@ -169,6 +199,7 @@ def write_report(run_dir: Path, summaries: dict[str, dict[str, Any]], ablation: 
         f"# phi reproduction report: `{run_dir}`",
         f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, commit {git_commit()}.",
         "## Stages", stages_section(summaries),
+        "## Where the time went", profile_section(summaries),
         "## Datasets", datasets_section(run_dir, summaries),
         "## Training", training_section(run_dir, summaries),
         "## Evaluation", evaluation_section(summaries),
