@@ -24,6 +24,7 @@ import transformers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import print_table, write_results  # noqa: E402
 from modeling_phi import PhiConfig, PhiForCausalLM  # noqa: E402
+from modeling_phi.convert import native_state_dict  # noqa: E402
 from recipes.mfu import flops_per_token, measure_peak_flops  # noqa: E402
 
 SHAPES = {"tiny": dict(batch=8, seq_len=256), "small": dict(batch=4, seq_len=256)}
@@ -35,7 +36,7 @@ def build_pair(preset: str) -> dict[str, torch.nn.Module]:
     ours = PhiForCausalLM(config)
     fields = {k: v for k, v in config.to_dict().items() if k not in ("model_type", "auto_map", "transformers_version")}
     native = transformers.PhiForCausalLM(transformers.PhiConfig(**fields))
-    native.load_state_dict(ours.state_dict())
+    native.load_state_dict(native_state_dict(ours))
     for m in (ours, native):
         m.set_attn_implementation("sdpa")
     return {"ours": ours, "native": native}

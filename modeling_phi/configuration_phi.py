@@ -41,6 +41,15 @@ class PhiConfig(_TransformersPhiConfig):
     """transformers' PhiConfig under model_type `phi_textbooks`, with `from_preset` for the papers' shapes."""
 
     model_type = "phi_textbooks"
+    # Tensor parallel: native Phi's plan shards q/k/v column-wise; ours holds them as one fused qkv_proj, which
+    # a plain column split would cut across q / k / v, so attention stays replicated and only the MLP is sharded.
+    base_model_tp_plan = {"layers.*.mlp.fc1": "colwise", "layers.*.mlp.fc2": "rowwise"}
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        # A config.json of transformers' own phi (model_type "phi") would set an instance `model_type` that hides
+        # ours; transformers picks weight conversions (our fused q/k/v, modeling_phi.QKV_CONVERSION) by it.
+        if key != "model_type":
+            super().__setattr__(key, value)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> PhiConfig:

@@ -171,12 +171,20 @@ def load_any(folder: str | Path):
     folder = Path(folder)
     config = config_from_legacy(json.loads((folder / "config.json").read_text()))
     state = to_native(load_state_dict_file(folder))
-    model = PhiForCausalLM(config)
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    # Through from_pretrained, so transformers' weight conversion fuses q/k/v as for any native checkpoint.
+    model, info = PhiForCausalLM.from_pretrained(None, config=config, state_dict=state, output_loading_info=True)
+    if info["missing_keys"] or info["unexpected_keys"]:
         raise ValueError(f"{folder}: checkpoint does not fit the phi architecture; missing keys: "
-                         f"{result.missing_keys[:10]}, unexpected keys: {result.unexpected_keys[:10]}")
+                         f"{sorted(info['missing_keys'])[:10]}, unexpected keys: {sorted(info['unexpected_keys'])[:10]}")
     return model
+
+
+def native_state_dict(model) -> dict[str, torch.Tensor]:
+    """The model's weights under transformers' native Phi keys (q_proj / k_proj / v_proj, not our fused qkv_proj),
+    through the same reverse conversion `save_pretrained` applies."""
+    from transformers.core_model_loading import revert_weight_conversion
+
+    return revert_weight_conversion(model, model.state_dict())
 
 
 def export_native_phi(model, out_dir: str | Path) -> Path:
@@ -191,7 +199,7 @@ def export_native_phi(model, out_dir: str | Path) -> Path:
     hf_config = HFPhiConfig(**fields)
     hf_config.architectures = ["PhiForCausalLM"]
     hf_config.save_pretrained(out)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"),
+    save_file({k: v.contiguous() for k, v in native_state_dict(model).items()}, str(out / "model.safetensors"),
               metadata={"format": "pt"})
     return out
 
@@ -219,7 +227,7 @@ def main(args: argparse.Namespace) -> None:
         from safetensors.torch import save_file
 
         out.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in from_native(model.state_dict(), args.to).items()},
+        save_file({k: v.contiguous() for k, v in from_native(native_state_dict(model), args.to).items()},
                   str(out / "model.safetensors"), metadata={"format": "pt"})
         # The layout's own modeling code is not ours to ship: the folder runs with the original repo's files.
         (out / "config.json").write_text(json.dumps(config_to_legacy(model.config, args.to), indent=2) + "\n")

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import Concatenate, WeightConverter
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -39,6 +41,15 @@ from .configuration_phi import PhiConfig
 # transformers 5.24 renamed the cache keyword of masks, layers and outputs from `past_key_values` to `cache`
 # (the old name goes in 5.40). Ask the installed release which one it speaks instead of comparing versions.
 CACHE_KEY = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+
+# Checkpoints keep transformers' native Phi keys (q_proj, k_proj, v_proj), so the Hub's phi-1 / phi-1.5 and
+# `transformers.PhiForCausalLM` read our folders; in memory the three are one `qkv_proj` (rows q, then k, then v).
+# transformers' weight conversion concatenates them at `from_pretrained` and `save_pretrained` splits them back
+# (the reverse op). Registered under our model_type: transformers applies no mapping to custom code unless its
+# author registered it, which this line does, also when the file runs as remote code.
+QKV_CONVERSION = [WeightConverter(source_patterns=["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+                                  target_patterns="self_attn.qkv_proj", operations=[Concatenate(dim=0)])]
+register_checkpoint_conversion_mapping(PhiConfig.model_type, QKV_CONVERSION, overwrite=True)
 
 
 def check_implemented(config: PhiConfig) -> None:
@@ -98,17 +109,85 @@ class PhiRotaryEmbedding(nn.Module):
         return (emb.cos() * self.attention_scaling).to(x.dtype), (emb.sin() * self.attention_scaling).to(x.dtype)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+class RotaryQKV(torch.autograd.Function):
+    """Split the fused q/k/v projection into heads and rotate q and k (partial rotary, rotate-half convention).
+
+    One function instead of per-tensor slice / rotate_half / cat chains: the forward writes q, k (rotated, in fp32
+    math, rounded once to the projection's dtype: what native's fp32 cos/sin then autocast's cast do) and v into
+    one buffer; the backward rotates the incoming gradient back (the inverse rotation) into one buffer for the
+    fused projection, so autograd builds no zero-filled slice gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_dim: int) -> torch.Tensor:
+        batch, seq_len, width = qkv.shape
+        x = qkv.view(batch, seq_len, 3, width // (3 * head_dim), head_dim)
+        half = cos.shape[-1] // 2  # cos / sin hold cat(freqs, freqs): both halves are the same
+        cos, sin = cos[:, :, None, None, :half], sin[:, :, None, None, :half]
+        ctx.save_for_backward(cos, sin)
+        out = x.clone()
+        x1, x2 = x[:, :, :2, :, :half], x[:, :, :2, :, half:2 * half]
+        out[:, :, :2, :, :half] = x1 * cos - x2 * sin
+        out[:, :, :2, :, half:2 * half] = x2 * cos + x1 * sin
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        cos, sin = ctx.saved_tensors
+        half = cos.shape[-1]
+        g1, g2 = grad[:, :, :2, :, :half], grad[:, :, :2, :, half:2 * half]
+        out = grad.clone()
+        out[:, :, :2, :, :half] = g1 * cos + g2 * sin
+        out[:, :, :2, :, half:2 * half] = g2 * cos - g1 * sin
+        return out.flatten(2), None, None, None
 
 
-def apply_partial_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first `cos.shape[-1]` dims of every head (rotate-half convention), pass the rest."""
-    rot_dim = cos.shape[-1]
-    x_rot, x_pass = x[..., :rot_dim], x[..., rot_dim:]
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads
-    return torch.cat((x_rot * cos + rotate_half(x_rot) * sin, x_pass), dim=-1)
+class CrossEntropyRows(torch.autograd.Function):
+    """Per-row cross entropy `logsumexp(x) - x[target]` (0 where target == ignore_index), in fp32 math.
+
+    transformers' loss upcasts the whole (tokens x vocab) logits to fp32, keeps fp32 log-probabilities for the
+    backward and zero-fills a one-hot gradient: five full passes over the largest tensor of a small model's step.
+    Here rows go through in cache-sized blocks: the forward keeps only one logsumexp per row, the backward writes
+    `(softmax - onehot) * grad` straight into a gradient of the logits' own dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+        rows = max(1, (1 << 20) // logits.shape[1])  # ~4 MB of fp32 per block
+        lse = torch.cat([torch.logsumexp(block.float(), dim=-1) for block in logits.split(rows)])
+        valid = target != ignore_index
+        target = target.masked_fill(~valid, 0)
+        loss = (lse - logits.gather(1, target[:, None]).squeeze(1).float()) * valid
+        ctx.save_for_backward(logits, target, lse, valid)
+        ctx.rows = rows
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, target, lse, valid = ctx.saved_tensors
+        grad = grad * valid  # ignored rows get no gradient
+        out = torch.empty_like(logits)
+        for start in range(0, logits.shape[0], ctx.rows):
+            end = min(start + ctx.rows, logits.shape[0])
+            probs = (logits[start:end].float() - lse[start:end, None]).exp_()
+            probs[torch.arange(end - start), target[start:end]] -= 1.0
+            out[start:end] = probs.mul_(grad[start:end, None])
+        return out, None, None
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor | None, vocab_size: int,
+                   num_items_in_batch: torch.Tensor | int | None = None, ignore_index: int = -100,
+                   shift_labels: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+    """transformers' ForCausalLMLoss (shift by one, mean over non-ignored tokens or sum / num_items_in_batch)."""
+    if shift_labels is None:
+        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    target = shift_labels.reshape(-1).to(logits.device)
+    rows = CrossEntropyRows.apply(logits.reshape(-1, vocab_size), target, ignore_index)
+    if num_items_in_batch is None:
+        return rows.sum() / (target != ignore_index).sum()
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(rows.device)
+    return rows.sum() / num_items_in_batch
 
 
 def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -123,7 +202,7 @@ def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.T
 
 
 class PhiAttention(nn.Module):
-    """Multi-head attention with partial rotary; q/k/v/dense all with bias."""
+    """Multi-head attention with partial rotary; fused q/k/v projection and dense, both with bias."""
 
     def __init__(self, config: PhiConfig, layer_idx: int):
         super().__init__()
@@ -133,22 +212,16 @@ class PhiAttention(nn.Module):
         self.scaling = self.head_dim**-0.5
         self.is_causal = True
         self.num_key_value_groups = 1  # read by transformers' sdpa / flash wrappers
-        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        # q, k and v in one matmul; checkpoints keep native's q_proj / k_proj / v_proj (QKV_CONVERSION).
+        self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor],
                 attention_mask: torch.Tensor | None, cache: Cache | None = None,
                 **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, seq_len, _ = hidden_states.shape
-        shape = (batch, seq_len, -1, self.head_dim)
-        query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
-        key = self.k_proj(hidden_states).view(shape).transpose(1, 2)
-        value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
-
-        cos, sin = position_embeddings
-        query, key = apply_partial_rotary(query, cos, sin), apply_partial_rotary(key, cos, sin)
+        qkv = RotaryQKV.apply(self.qkv_proj(hidden_states), *position_embeddings, self.head_dim)
+        query, key, value = (t.transpose(1, 2) for t in qkv.unbind(2))  # each (batch, heads, seq, head_dim)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
 
@@ -299,7 +372,7 @@ class PhiForCausalLM(PhiPreTrainedModel, GenerationMixin):
         logits = self.lm_head(out.last_hidden_state[:, keep, :])
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+            loss = causal_lm_loss(logits, labels, self.config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=out.hidden_states,
                                       attentions=out.attentions, **{CACHE_KEY: getattr(out, CACHE_KEY)})
 

@@ -251,13 +251,17 @@ class LoraConfig(_Typed):
     lora_r: int = _help("adapter rank", 16)
     lora_alpha: int = _help("adapter scale numerator (scale = alpha / r)", 32)
     lora_dropout: float = _help("dropout on the adapter input", 0.05)
-    lora_target_modules: list[str] = _help("modules that get adapters",
-                                           factory=lambda: ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"])
+    lora_target_modules: list[str] = _help("modules that get adapters (modeling_phi fuses q/k/v into qkv_proj)",
+                                           factory=lambda: ["qkv_proj", "dense", "fc1", "fc2"])
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _require(self.lora_r > 0, "lora_r", "> 0", self.lora_r)
         _require(0 <= self.lora_dropout < 1, "lora_dropout", "in [0, 1)", self.lora_dropout)
+        # Native Phi's separate projections do not exist in modeling_phi: peft would silently skip them.
+        _require(not {"q_proj", "k_proj", "v_proj"} & set(self.lora_target_modules), "lora_target_modules",
+                 "module names of modeling_phi (q_proj / k_proj / v_proj are one fused qkv_proj)",
+                 self.lora_target_modules)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.cache_utils import Cache
 
 from modeling_phi import PhiConfig, PhiForCausalLM
-from modeling_phi.convert import export_native_phi, from_native, load_any
+from modeling_phi.convert import export_native_phi, from_native, load_any, native_state_dict
 from modeling_phi.modeling_phi import CACHE_KEY
 
 TOL = 1e-5
@@ -49,7 +50,7 @@ def pair():
         for p in ours.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     ref = transformers.PhiForCausalLM(native_config(config)).eval()
-    ref.load_state_dict(ours.state_dict(), strict=True)
+    ref.load_state_dict(native_state_dict(ours), strict=True)
     return ours, ref
 
 
@@ -122,7 +123,7 @@ def pair6():
     config = PhiConfig.from_preset("tiny", num_hidden_layers=6, vocab_size=VOCAB, bos_token_id=1, eos_token_id=1)
     ours = PhiForCausalLM(config).eval()
     ref = transformers.PhiForCausalLM(native_config(config)).eval()
-    ref.load_state_dict(ours.state_dict(), strict=True)
+    ref.load_state_dict(native_state_dict(ours), strict=True)
     return ours, ref
 
 
@@ -201,7 +202,7 @@ def test_rope_scaling_matches_native(rope):
                                    rope_parameters=params)
     ours = PhiForCausalLM(config).eval()
     ref = transformers.PhiForCausalLM(native_config(config)).eval()
-    ref.load_state_dict(ours.state_dict())
+    ref.load_state_dict(native_state_dict(ours))
     plain = PhiForCausalLM(PhiConfig.from_preset("tiny", num_hidden_layers=2, vocab_size=VOCAB,
                                                  max_position_embeddings=32)).eval()
     plain.load_state_dict(ours.state_dict())
@@ -395,7 +396,7 @@ def test_unknown_layout_names_keys(tmp_path, pair):
     from safetensors.torch import save_file
 
     ours, _ = pair
-    state = ours.state_dict()
+    state = native_state_dict(ours)
     state["model.layers.0.self_attn.rogue.weight"] = torch.zeros(2)
     del state["lm_head.bias"]
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "model.safetensors"))
@@ -477,3 +478,67 @@ def test_flex_attention_matches_sdpa(pair):
     finally:
         ours.set_attn_implementation("sdpa")
     assert (got - expected).abs().max().item() <= TOL
+
+
+def test_fused_qkv_loads_native_folder_and_saves_native_keys(tmp_path):
+    """In memory q/k/v are one `qkv_proj`; transformers' weight conversion fuses a native Phi folder at load and
+    `save_pretrained` writes native's q_proj / k_proj / v_proj back, tensor for tensor."""
+    from safetensors.torch import load_file
+
+    torch.manual_seed(21)
+    native = transformers.PhiForCausalLM(native_config(PhiConfig.from_preset("tiny", num_hidden_layers=2,
+                                                                            vocab_size=VOCAB))).eval()
+    with torch.no_grad():
+        for p in native.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    native.save_pretrained(tmp_path / "native")  # model_type "phi", transformers' own keys
+    ours, info = PhiForCausalLM.from_pretrained(tmp_path / "native", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    params = dict(ours.named_parameters())
+    assert params["model.layers.1.self_attn.qkv_proj.weight"].shape == (3 * 256, 256)
+    assert not any(n.split(".")[-2] in ("q_proj", "k_proj", "v_proj") for n in params)
+    ids = torch.randint(0, VOCAB, (2, 19), generator=torch.Generator().manual_seed(22))
+    with torch.no_grad():
+        assert (ours.eval()(ids).logits - native(ids).logits).abs().max().item() <= TOL
+
+    ours.save_pretrained(tmp_path / "ours")
+    saved, original = load_file(tmp_path / "ours" / "model.safetensors"), load_file(tmp_path / "native" / "model.safetensors")
+    assert set(saved) == set(original)
+    assert all(torch.equal(saved[k], original[k]) for k in original)
+    assert json.loads((tmp_path / "ours" / "config.json").read_text())["model_type"] == PhiConfig.model_type
+
+
+@pytest.mark.parametrize("num_items", [None, 40])
+def test_training_step_loss_and_gradients_match_native(pair, num_items):
+    """fp32: loss and every gradient = native's (through the fused q/k/v, the rotary backward and our loss),
+    with ignored labels and the `num_items_in_batch` normalisation gradient accumulation uses."""
+    from transformers.core_model_loading import revert_weight_conversion
+
+    ours, ref = pair
+    ids = torch.randint(0, VOCAB, (3, 23), generator=torch.Generator().manual_seed(23))
+    labels = ids.clone()
+    labels[0, :6] = -100
+    kwargs = {} if num_items is None else {"num_items_in_batch": torch.tensor(num_items)}
+    losses, grads = [], []
+    for model in pair:
+        model.zero_grad(set_to_none=True)
+        loss = model(ids, labels=labels, **kwargs).loss
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+        model.zero_grad(set_to_none=True)
+    assert abs(losses[0] - losses[1]) <= TOL
+    ours_grads = revert_weight_conversion(ours, grads[0])  # q/k/v gradient rows under native's names
+    assert set(ours_grads) == set(grads[1])
+    for name, expected in grads[1].items():
+        assert (ours_grads[name] - expected).abs().max().item() <= 1e-6, name
+
+
+def test_tensor_parallel_plan_names_existing_modules(pair):
+    """The fused qkv_proj must not be column-split like native's q/k/v: the plan shards the MLP only."""
+    ours, _ = pair
+    plan = {**ours.config.base_model_tp_plan}
+    modules = dict(ours.model.named_modules())
+    for pattern in plan:
+        assert any(re.fullmatch(pattern.replace(".", r"\.").replace("*", r"\d+"), n) for n in modules), pattern
+    assert not any("q_proj" in k or "qkv" in k for k in plan)

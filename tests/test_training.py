@@ -491,4 +491,5 @@ def test_learns_below_unigram_entropy_then_lora_finetune_exports_merged(data, tm
     assert not any("lora" in k for k in model.state_dict())  # merged: loads without peft
     base = AutoModelForCausalLM.from_pretrained(result["final"], trust_remote_code=True)
     changed = [k for k, v in model.state_dict().items() if not (v == base.state_dict()[k]).all()]
-    assert changed and all(k.split(".")[-2] in {"q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"} for k in changed)
+    assert changed and all(k.split(".")[-2] in {"qkv_proj", "dense", "fc1", "fc2"} for k in changed)
+    assert any(k.split(".")[-2] == "qkv_proj" for k in changed)  # attention got adapters too
