@@ -158,7 +158,8 @@ def build_detectors(names: Sequence[str], items: Sequence[BenchmarkItem], ast_th
                     ast_margin: float = 0.1, calibration_corpus: str | os.PathLike | None = "stdlib",
                     ngram_n: int = 13, ngram_min_matches: int = 1, embedding_model: str | None = None,
                     embedding_threshold: float = 0.8, embedding_metric: str = "cosine",
-                    embedding_cache: str | os.PathLike | None = None, workers: int = 1) -> list[Any]:
+                    embedding_cache: str | os.PathLike | None = None, embedding_precision: str = "auto",
+                    embedding_device: str = "cpu", workers: int = 1) -> list[Any]:
     """Detectors by name, each indexed on `items`; the AST detector calibrated on `calibration_corpus`
     (None or "none": uncalibrated)."""
     unknown = [n for n in names if n not in DETECTORS]
@@ -168,7 +169,8 @@ def build_detectors(names: Sequence[str], items: Sequence[BenchmarkItem], ast_th
             "ast": lambda: AstMatch(ast_threshold, min_tokens=min_ast_tokens, min_item_tokens=min_item_tokens,
                                     min_item_share=min_item_share, margin=ast_margin, workers=workers),
             "embedding": lambda: EmbeddingSimilarity(embedding_model, embedding_threshold, embedding_metric,
-                                                     cache_dir=embedding_cache)}
+                                                     cache_dir=embedding_cache, precision=embedding_precision,
+                                                     device=embedding_device)}
     detectors = [made[n]().index(items) for n in names]
     for d in detectors:
         if isinstance(d, AstMatch) and calibration_corpus not in (None, "none"):
@@ -568,12 +570,13 @@ def decontaminate(input: str | os.PathLike, output_dir: str | os.PathLike,
     items = load_benchmarks(list(benchmarks), data_dir=data_dir, benchmarks_file=benchmarks_file)
     work = output.with_name(output.name + ".work")
     options = {**AST_DEFAULTS, "ngram_n": 13, "ngram_min_matches": 1, "embedding_model": None,
-               "embedding_threshold": 0.8, "embedding_metric": "cosine", **detector_options}
+               "embedding_threshold": 0.8, "embedding_metric": "cosine", "embedding_precision": "auto",
+               **detector_options}
     options["calibration_corpus"] = str(options["calibration_corpus"])
     settings = {"input": str(input), "input_files": input_fingerprint(files), "columns": columns,
                 "benchmarks": list(benchmarks), "detectors": list(detectors), "ast_threshold": min([*taus, prune_tau]),
                 "tasks": executor.tasks, "remove": remove, "keep_removed": keep_removed,
-                **{k: v for k, v in options.items() if k != "embedding_cache"}}
+                **{k: v for k, v in options.items() if k not in ("embedding_cache", "embedding_device")}}
     if is_complete(output) and read_build_info(output).get("settings") == settings and not benchmark_results:
         return output  # already built with these settings (a rerun of a finished job)
     check_work_dir(work, hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16])
@@ -672,6 +675,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedding-metric", choices=("cosine", "l2"), default="cosine")
     parser.add_argument("--embedding-threshold", type=float, default=0.8,
                         help="cosine >= this (or L2 distance <= this with --embedding-metric l2)")
+    parser.add_argument("--embedding-precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+                        help="embedder precision (datasets_builders/embedder.py): auto = bf16 where the CPU / GPU "
+                             "runs it faster, else fp32")
+    parser.add_argument("--embedding-device", default="cpu", help="embedder device: cpu, cuda, cuda:1 or auto")
     parser.add_argument("--ast-workers", type=int, default=1,
                         help="processes for AST parsing / threads for edit distances, within each task")
     parser.add_argument("--scan-batch", type=int, default=SCAN_BATCH, help="records scanned together")
@@ -690,7 +697,8 @@ def main(args: argparse.Namespace) -> None:
                            min_item_share=args.min_item_share, ast_margin=args.ast_margin,
                            calibration_corpus=args.calibration_corpus, ngram_n=args.ngram_n,
                            ngram_min_matches=args.ngram_min_matches, embedding_model=args.embedding_model,
-                           embedding_threshold=args.embedding_threshold, embedding_metric=args.embedding_metric)
+                           embedding_threshold=args.embedding_threshold, embedding_metric=args.embedding_metric,
+                           embedding_precision=args.embedding_precision, embedding_device=args.embedding_device)
     report = output / "report.md"
     if report.is_file():
         print(report.read_text(encoding="utf-8"))

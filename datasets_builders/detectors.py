@@ -265,7 +265,7 @@ class EmbeddingSimilarity:
     name = "embedding"
 
     def __init__(self, model: str | None = None, threshold: float = 0.8, metric: str = "cosine",
-                 chunk_chars: int = 1000, batch_size: int = 32, cache_dir: Any = None, embedder: Any = None):
+                 chunk_chars: int = 1000, cache_dir: Any = None, embedder: Any = None, **embedder_options: Any):
         if metric not in ("cosine", "l2"):
             raise ValueError(f"embedding metric must be 'cosine' or 'l2', got {metric!r}")
         self.metric, self.threshold, self.chunk_chars = metric, threshold, chunk_chars
@@ -274,7 +274,8 @@ class EmbeddingSimilarity:
         if embedder is None:
             from .embedder import Embedder
 
-            embedder = Embedder(model, batch_size=batch_size, cache_dir=cache_dir)
+            # batches by the embedder's token budget (precision, device, batch sizes: `embedder_options`)
+            embedder = Embedder(model, cache_dir=cache_dir, **embedder_options)
         self.embedder = embedder
 
     def index(self, items: Sequence[BenchmarkItem]) -> EmbeddingSimilarity:

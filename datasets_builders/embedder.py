@@ -54,6 +54,7 @@ DEFAULT_MAX_BATCH_TOKENS = 8192
 PAD_MULTIPLE = 16
 AUTO_BF16_MIN_SPEEDUP = 1.3
 TOKENIZE_WINDOW = 8192  # texts tokenized (and length-sorted) at a time: bounded memory for huge inputs
+_LOADED: dict[tuple[str, str, str], tuple[object, object, bool]] = {}  # (model, precision, device) -> loaded
 
 
 def default_model_path() -> str:
@@ -251,30 +252,36 @@ class Embedder:
         return DEFAULT_MAX_LENGTH
 
     def _load(self) -> None:
+        # One load per process and (model, precision, device): the pipeline's stages (quality classifier fit and
+        # score, textbook and exercise dedup, decontamination) each build an Embedder on the same model.
+        key = (self.model_id, self.precision, self.device)
+        if key not in _LOADED:
+            _LOADED[key] = self._load_model()
+        self._tokenizer, self._model, self._causal = _LOADED[key]
+
+    def _load_model(self) -> tuple[object, object, bool]:
         import torch
         from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
         import modeling_phi  # noqa: F401  (registers our checkpoints with the Auto classes)
 
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_id)
+            tokenizer = AutoTokenizer.from_pretrained(self.model_id)
         except OSError as err:
             raise FileNotFoundError(f"{self.model_id}: cannot load the embedding model's tokenizer "
                                     f"(not a local model folder, and not on the Hub or offline): {err}") from None
-        if self._tokenizer.pad_token is None:  # decoder tokenizers (CodeGen, phi) have no pad token
-            self._tokenizer.pad_token = self._tokenizer.eos_token
+        if tokenizer.pad_token is None:  # decoder tokenizers (CodeGen, phi) have no pad token
+            tokenizer.pad_token = tokenizer.eos_token
         try:
-            model = AutoModel.from_pretrained(self.model_id)
-            self._causal = False
+            model, causal = AutoModel.from_pretrained(self.model_id), False
         except ValueError:  # a causal-LM-only checkpoint: take its hidden states instead
-            model = AutoModelForCausalLM.from_pretrained(self.model_id)
-            self._causal = True
+            model, causal = AutoModelForCausalLM.from_pretrained(self.model_id), True
         model = model.float().eval()
         if self.precision == "bf16":
             model = model.to(torch.bfloat16)
         elif self.precision == "int8":
             model = self._quantize_int8(model)
-        self._model = model.to(self.device)
+        return tokenizer, model.to(self.device), causal
 
     @staticmethod
     def _quantize_int8(model):

@@ -102,7 +102,8 @@ def filtered_code(run: Run, quality_filter: bool = True) -> dict[str, Any]:
     name = "filtered-code" if quality_filter else "unfiltered-code"
     out = build_filtered_code(run.args.source, run.path("datasets", name), annotate=run.args.annotate,
                               keep_fraction=run.args.keep_fraction if quality_filter else 1.0, seed=run.args.seed,
-                              quality_filter=quality_filter)
+                              quality_filter=quality_filter, embed_precision=run.args.embedding_precision,
+                              device=run.args.embedding_device)
     return {"input": str(run.args.source or "python standard library"), **dataset_summary(out)}
 
 
@@ -126,7 +127,8 @@ def decontamination(run: Run) -> dict[str, Any]:
     from datasets_builders.decontaminate import decontaminate
 
     out = decontaminate(run.path("datasets", "exercises-raw"), run.path("datasets", "exercises"),
-                        detectors=run.args.detectors, embedding_cache=run.path("cache"))
+                        detectors=run.args.detectors, embedding_cache=run.path("cache"),
+                        embedding_precision=run.args.embedding_precision, embedding_device=run.args.embedding_device)
     report = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
     return {"input": str(run.path("datasets", "exercises-raw")), **dataset_summary(out), "report": report}
 
@@ -290,6 +292,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exercises_n", type=int, default=1000, help="exercises to mine (verified)")
     parser.add_argument("--detectors", type=lambda s: s.split(","), default=["ngram", "embedding", "ast"],
                         help="decontamination detectors")
+    parser.add_argument("--embedding_precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+                        help="embedder of the quality classifier and decontamination (datasets_builders/embedder.py)")
+    parser.add_argument("--embedding_device", default="cpu", help="embedder device: cpu, cuda, cuda:1 or auto")
     parser.add_argument("--vocab_size", type=int, default=8192)
     # Config overrides in the recipes' syntax behind a prefix: --pretrain.max_steps 50 --finetune.lora
     add_config_arguments(parser, "pretrain.")

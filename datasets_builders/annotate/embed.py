@@ -22,11 +22,12 @@ class Embed(PipelineStep):
     type = "🔢 - EMBED"
     name = "embed"
 
-    def __init__(self, model: str | None = None, device: str = "cpu", batch_size: int = 32,
-                 max_length: int | None = None, cache_dir: str | os.PathLike | None = None, chunk: int = 256):
+    def __init__(self, model: str | None = None, device: str = "cpu", batch_size: int = 128,
+                 max_length: int | None = None, cache_dir: str | os.PathLike | None = None, chunk: int = 256,
+                 precision: str = "auto", max_batch_tokens: int = 8192):
         super().__init__()
         self.options = dict(model=model, device=device, batch_size=batch_size, max_length=max_length,
-                            cache_dir=cache_dir)
+                            cache_dir=cache_dir, precision=precision, max_batch_tokens=max_batch_tokens)
         self.chunk = chunk
         self._embedder = None
 

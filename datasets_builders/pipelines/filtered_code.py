@@ -88,8 +88,10 @@ class FilteredCodeConfig:
     judge_concurrency: int = 8
     label_threshold: float | None = None
     embedder: str | None = None
-    embed_batch_size: int = 32
+    embed_batch_size: int = 128        # texts per forward pass at most; the token budget decides below that
     embed_max_length: int | None = None
+    embed_precision: str = "auto"      # datasets_builders/embedder.py: auto, fp32, bf16, int8
+    embed_max_batch_tokens: int = 8192  # padded tokens per forward pass
     device: str = "cpu"
     quality_filter: bool = True
     keep_fraction: float = 0.5
@@ -138,7 +140,7 @@ def stages(cfg: FilteredCodeConfig, work: Path, staging: Path) -> list[Stage]:
     deduped = [IntermediateReader(folder("prefiltered")), dedup.exact_filter(removed("exact_dedup", "exact_duplicate")),
                dedup.minhash_filter(removed("near_dedup", "near_duplicate"))]
     embed = dict(model=cfg.embedder, device=cfg.device, batch_size=cfg.embed_batch_size, max_length=cfg.embed_max_length,
-                 cache_dir=folder("cache"))
+                 cache_dir=folder("cache"), precision=cfg.embed_precision, max_batch_tokens=cfg.embed_max_batch_tokens)
     if not cfg.quality_filter:
         plan.append(Stage("dedup", [*deduped, CountTokens(cfg.tokenizer), HubWriter(staging)], tasks))
     else:
@@ -395,7 +397,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument("--embedder", default=None, help="Hub id or path (default: bundled all-MiniLM-L6-v2; paper: "
                    "Salesforce/codegen-350M-mono)")
     q.add_argument("--device", default="cpu", help="embedder device: cpu, cuda, cuda:1, mps")
-    q.add_argument("--embed-batch-size", type=int, default=32)
+    q.add_argument("--embed-batch-size", type=int, default=128, help="texts per forward pass at most")
+    q.add_argument("--embed-max-batch-tokens", type=int, default=8192, help="padded tokens per forward pass (files "
+                   "are sorted by length and batched within this budget)")
+    q.add_argument("--embed-precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+                   help="embedder precision: auto = bf16 where the CPU / GPU runs it faster, else fp32")
     q.add_argument("--embed-max-length", type=int, default=None, help="tokens per file embedded (default: the "
                    "model's sentence-transformers limit, else 512)")
     q.add_argument("--keep-fraction", type=float, default=0.5, help="keep this top fraction by classifier score "
@@ -413,6 +419,7 @@ def main(args: argparse.Namespace) -> None:
     options = {k: getattr(args, k) for k in ("content_column", "data_dir", "split", "keep_removed", "min_chars",
                                              "max_chars", "max_bytes", "near_dup_threshold", "judge_concurrency",
                                              "label_threshold", "embed_batch_size", "embed_max_length", "min_score",
+                                             "embed_precision", "embed_max_batch_tokens",
                                              "n_estimators", "tokenizer", "device")}
     build_filtered_code(args.input, args.output, annotate=args.annotate, keep_fraction=args.keep_fraction,
                         seed=args.seed, embedder=args.embedder, judge_url=args.judge_url, judge_model=args.judge_model,
