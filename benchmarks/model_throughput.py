@@ -2,8 +2,8 @@
 
 Training step (forward + backward + AdamW) tokens/s and greedy-generation tokens/s, for the `tiny` and
 `small` presets, fp32 and bf16 autocast. Runs are interleaved (ours, native, ours, ...) so machine noise
-hits both; we report medians and the ratio ours / native, and MFU against a bf16 matmul peak measured
-in the same run.
+hits both; we report medians, the ratio ours / native as the median of the per-round ratios (each round
+times ours then native back to back), and MFU against a bf16 matmul peak measured in the same run.
 
     python benchmarks/model_throughput.py                 # full table
     python benchmarks/model_throughput.py --rounds 3 --presets tiny
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import sys
 import time
@@ -89,8 +90,9 @@ def bench(preset: str, dtype: str, rounds: int, steps: int, new_tokens: int, pea
     rows = []
     for kind, results in (("train", train), ("generate", gen)):
         med = {k: statistics.median(v) for k, v in results.items()}
+        ratios = [o / n for o, n in zip(results["ours"], results["native"])]
         row = {"preset": preset, "dtype": dtype, "kind": kind, "ours_tok_s": med["ours"], "native_tok_s": med["native"],
-               "ratio": med["ours"] / med["native"]}
+               "ratio": statistics.median(ratios), "min_ratio": min(ratios), "max_ratio": max(ratios)}
         if kind == "train":
             row["ours_mfu"] = med["ours"] * fpt / peak
             row["native_mfu"] = med["native"] * fpt / peak
@@ -106,6 +108,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="training steps per timed run")
     parser.add_argument("--new_tokens", type=int, default=32)
     args = parser.parse_args()
+    load_before = os.getloadavg()
     peak = measure_peak_flops("cpu", torch.bfloat16)
     print(f"measured bf16 matmul peak: {peak / 1e12:.2f} TFLOP/s, torch threads {torch.get_num_threads()}")
     rows = []
@@ -114,8 +117,12 @@ def main() -> None:
             rows += bench(preset, dtype, args.rounds, args.steps, args.new_tokens, peak)
             print_table(rows[-2:], ["preset", "dtype", "kind", "ours_tok_s", "native_tok_s", "ratio"])
     print()
-    table = print_table(rows, ["preset", "dtype", "kind", "ours_tok_s", "native_tok_s", "ratio", "ours_mfu", "native_mfu"])
-    write_results("model_throughput", rows, peak_bf16_flops=peak, shapes=SHAPES, rounds=args.rounds, table=table)
+    table = print_table(rows, ["preset", "dtype", "kind", "ours_tok_s", "native_tok_s", "ratio", "min_ratio", "max_ratio",
+                               "ours_mfu", "native_mfu"])
+    load = {"before": load_before, "after": os.getloadavg()}
+    print(f"load average (1, 5, 15 min) before / after: {load['before']} / {load['after']}")
+    write_results("model_throughput", rows, peak_bf16_flops=peak, shapes=SHAPES, rounds=args.rounds, steps=args.steps,
+                  table=table, load_average=load)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,14 @@
 Same packed data (standard-library code, our BPE), same shapes (`tiny`, `small` presets), same micro-batch,
 accumulation, optimizer settings and bf16 autocast on CPU. Runs are interleaved (ours, Trainer, ours, ...)
 so machine noise hits both sides; per side the median step throughput (first step and the step that ends
-with the eval are left out), MFU against a bf16 matmul peak measured in the same run, and the ratio.
-Also prints what phi-1 needs on 8 x A100 (memory per GPU, tokens/s at the paper's ~53% MFU, days).
+with the eval are left out), MFU against a bf16 matmul peak measured in the same run, and the ratio: the median
+of the per-round ratios (each round: ours' median step / Trainer's median step, run back to back).
+`--compile` adds a third run per round, ours with `torch_compile: true`: its steady-state steps apart from its
+compile time (the first step's excess over the median step). Also prints what phi-1 needs on 8 x A100 (memory
+per GPU, tokens/s at the paper's ~53% MFU, days).
 
-    python benchmarks/training.py                      # tiny and small, 2 rounds
-    python benchmarks/training.py --presets tiny --rounds 1 --steps 6
+    python benchmarks/training.py                      # tiny and small, 3 rounds
+    python benchmarks/training.py --presets tiny --rounds 1 --steps 6 --compile
 """
 
 from __future__ import annotations
@@ -50,7 +53,10 @@ def prepare(work: Path, seq_len: int) -> dict[str, str]:
     return {"corpus": str(corpus), "tokenizer": str(work / "tokenizer"), "packed": str(work / f"packed-{seq_len}")}
 
 
-def run_ours(preset: str, data: dict[str, str], shape: dict, steps: int, out: Path) -> list[float]:
+def run_ours(preset: str, data: dict[str, str], shape: dict, steps: int, out: Path,
+             torch_compile: bool = False) -> tuple[list[float], float]:
+    """Step tokens/s of recipes/pretrain.py (not the first step, nor the last: it includes the eval), and the
+    first step's tokens/s (with torch.compile: the compilation)."""
     from recipes import pretrain
     from recipes.training import read_metrics
 
@@ -59,9 +65,10 @@ def run_ours(preset: str, data: dict[str, str], shape: dict, steps: int, out: Pa
                   "global_batch_size": shape["micro"] * shape["accum"], "micro_batch_size": shape["micro"],
                   "max_steps": steps, "learning_rate": 1e-3, "warmup_steps": 2, "weight_decay": 0.1,
                   "mixed_precision": "bf16", "output_dir": str(out), "eval_steps": 10**6, "eval_batches": 1,
-                  "logging_steps": 1, "save_steps": 10**6, "save_total_limit": 1, "report_to": []})
+                  "logging_steps": 1, "save_steps": 10**6, "save_total_limit": 1, "report_to": [],
+                  "torch_compile": torch_compile})
     rows = read_metrics(out)
-    return [r["tokens_per_second"] for r in rows[1:-1]]  # not the first step, nor the last (it includes eval)
+    return [r["tokens_per_second"] for r in rows[1:-1]], rows[0]["tokens_per_second"]
 
 
 def run_trainer(preset: str, data: dict[str, str], shape: dict, steps: int, out: Path) -> list[float]:
@@ -137,33 +144,53 @@ def phi1_on_8_a100(mfu: float = 0.53) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["tiny", "small"], choices=sorted(SHAPES))
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--compile", action="store_true", help="also time ours with torch_compile: true")
     parser.add_argument("--work_dir", default=None, help="where the corpus / tokenizer / packs are cached")
     args = parser.parse_args()
     work = Path(args.work_dir or Path(tempfile.gettempdir()) / "phi-bench-training")
     work.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
     peak = measure_peak_flops("cpu", torch.bfloat16)
     rows = []
     for preset in args.presets:
         shape = SHAPES[preset]
         data = prepare(work, shape["seq_len"])
-        ours, theirs = [], []
+        tokens = shape["micro"] * shape["accum"] * shape["seq_len"]
+        ours, theirs, compiled, ratios, compile_ratios, compile_s = [], [], [], [], [], []
         for r in range(args.rounds):  # interleaved
-            ours += run_ours(preset, data, shape, args.steps, work / f"ours-{preset}-{r}")
-            theirs += run_trainer(preset, data, shape, args.steps, work / f"trainer-{preset}-{r}")
+            o, _ = run_ours(preset, data, shape, args.steps, work / f"ours-{preset}-{r}")
+            t = run_trainer(preset, data, shape, args.steps, work / f"trainer-{preset}-{r}")
+            ours += o
+            theirs += t
+            ratios.append(statistics.median(o) / statistics.median(t))
+            if args.compile:
+                c, first = run_ours(preset, data, shape, args.steps, work / f"compiled-{preset}-{r}",
+                                       torch_compile=True)
+                compiled += c
+                compile_ratios.append(statistics.median(c) / statistics.median(t))
+                compile_s.append(tokens / first - tokens / statistics.median(c))
         fpt = preset_flops_per_token(preset, shape["seq_len"])
         o, t = statistics.median(ours), statistics.median(theirs)
-        rows.append({"preset": preset, "seq_len": shape["seq_len"], "batch": shape["micro"] * shape["accum"],
-                     "ours_tok_s": o, "trainer_tok_s": t, "ours_mfu": o * fpt / peak, "trainer_mfu": t * fpt / peak,
-                     "ratio": o / t, "steps_timed": f"{len(ours)}/{len(theirs)}"})
-    print_table(rows, ["preset", "seq_len", "batch", "ours_tok_s", "trainer_tok_s", "ours_mfu", "trainer_mfu", "ratio",
-                       "steps_timed"])
+        row = {"preset": preset, "seq_len": shape["seq_len"], "batch": shape["micro"] * shape["accum"],
+               "ours_tok_s": o, "trainer_tok_s": t, "ours_mfu": o * fpt / peak, "trainer_mfu": t * fpt / peak,
+               "ratio": statistics.median(ratios), "round_ratios": ratios, "steps_timed": f"{len(ours)}/{len(theirs)}"}
+        if args.compile:
+            row.update(compiled_tok_s=statistics.median(compiled), compiled_ratio=statistics.median(compile_ratios),
+                       compiled_round_ratios=compile_ratios, compile_s=statistics.median(compile_s))
+        rows.append(row)
+    columns = ["preset", "seq_len", "batch", "ours_tok_s", "trainer_tok_s", "ours_mfu", "trainer_mfu", "ratio",
+               "steps_timed"] + (["compiled_tok_s", "compiled_ratio", "compile_s"] if args.compile else [])
+    table = print_table(rows, columns)
+    print(f"load average before / after: {load_before} / {os.getloadavg()}")
     gpu = phi1_on_8_a100()
     print("\nphi-1 on 8 x A100 (computed):")
     for key, value in gpu.items():
         print(f"  {key}: {value:,.3f}" if isinstance(value, float) else f"  {key}: {value:,}")
     write_results("training", rows, peak_bf16_flops=peak, threads=torch.get_num_threads(), phi1_8xA100=gpu,
+                  rounds=args.rounds, steps=args.steps, table=table, load_before=load_before,
+                  load_after=os.getloadavg(),
                   note="CPU, bf16 autocast; ours = recipes/pretrain.py (modeling_phi), "
                        "trainer = transformers Trainer + transformers PhiForCausalLM")
 

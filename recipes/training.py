@@ -178,12 +178,11 @@ def count_targets(ds: PackedSplit, rows: np.ndarray) -> int:
 
 
 def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed next-token cross-entropy (fp32) over the batch's targets."""
-    logits = model(input_ids=batch["input_ids"], position_ids=batch.get("position_ids"), use_cache=False).logits
-    # Shift the labels, not the logits: slicing the (batch, seq, vocab) logits costs two full copies.
-    targets = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=-100)
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
-                                             reduction="sum")
+    """Summed next-token cross-entropy (fp32) over the batch's targets: the model's own causal-LM loss (labels
+    shifted by one, -100 ignored) with `num_items_in_batch=1`, which transformers defines as sum / num_items.
+    modeling_phi's loss runs blockwise, without fp32 copies of the (batch, seq, vocab) logits."""
+    return model(input_ids=batch["input_ids"], position_ids=batch.get("position_ids"), labels=batch["labels"],
+                 num_items_in_batch=1, use_cache=False).loss
 
 
 # ----------------------------------------------------------------------------------------------
