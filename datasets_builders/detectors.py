@@ -271,6 +271,9 @@ class EmbeddingSimilarity:
         self.metric, self.threshold, self.chunk_chars = metric, threshold, chunk_chars
         # Unit rows: |a - b|^2 = 2 - 2 cos, so an L2 bound is a cosine bound.
         self.min_cosine = threshold if metric == "cosine" else 1.0 - threshold ** 2 / 2.0
+        # The benchmark side's vectors are kept with the benchmark index (as the AST calibration), so a new run
+        # directory does not embed HumanEval / MBPP again; only a detector that caches does so.
+        self.index_cache = embedder is None and cache_dir is not None
         if embedder is None:
             from .embedder import Embedder
 
@@ -283,8 +286,21 @@ class EmbeddingSimilarity:
         views = [(i, t) for i, it in enumerate(self.items) for t in dict.fromkeys((it.statement, prose(it.statement), it.solution))
                  if t.strip()]
         self.view_item = np.array([i for i, _ in views], dtype=np.int64)
-        self.view_vectors = self.embedder.embed([t for _, t in views])
+        self.view_vectors = self._embed_views([t for _, t in views])
         return self
+
+    def _embed_views(self, texts: list[str]) -> np.ndarray:
+        if not self.index_cache:
+            return self.embedder.embed(texts)
+        from .benchmark_index import index_cache_dir
+        from .embedder import EmbeddingCache
+
+        run_cache, self.embedder.cache = self.embedder.cache, EmbeddingCache(index_cache_dir() / "embeddings.sqlite")
+        try:
+            return self.embedder.embed(texts)
+        finally:
+            self.embedder.cache.close()
+            self.embedder.cache = run_cache
 
     def scan(self, texts: Sequence[str]) -> list[Match]:
         chunks = [(row, k, c) for row, text in enumerate(texts) for k, c in enumerate(text_chunks(text, self.chunk_chars))]

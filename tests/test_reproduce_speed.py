@@ -86,3 +86,18 @@ def test_tasks_missing_at_start_are_skipped_without_another_try(monkeypatch, tmp
     summary = reproduce.mc_eval_stage(run, "finetune/final")
     assert "hellaswag" not in asked["tasks"] and {"piqa", "mmlu", "winogrande"} <= set(asked["tasks"])
     assert summary["results"]["skipped"] == {"hellaswag": "data not found: hellaswag (Hub Rowan/hellaswag; offline file x)"}
+
+
+def test_benchmark_vectors_are_kept_with_the_index_not_the_run(tmp_path, monkeypatch):
+    from datasets_builders.benchmark_index import load_benchmarks
+    from datasets_builders.detectors import EmbeddingSimilarity
+
+    monkeypatch.setenv("PHI_INDEX_CACHE", str(tmp_path / "index"))
+    items = load_benchmarks(["humaneval"])[:4]
+    first = EmbeddingSimilarity(cache_dir=tmp_path / "run1", precision="fp32").index(items)
+    second = EmbeddingSimilarity(cache_dir=tmp_path / "run2", precision="fp32").index(items)  # a new run directory
+    assert first.embedder.stats["computed"] == len(first.view_item) > 0
+    assert second.embedder.stats == {**second.embedder.stats, "computed": 0, "cached": len(first.view_item)}
+    assert (second.view_vectors == first.view_vectors).all()
+    assert not (tmp_path / "run2" / "embeddings.sqlite").exists() or not second.embedder.cache.get(
+        [second.embedder._text_key(items[0].statement)])  # the run's cache holds only the run's own texts
