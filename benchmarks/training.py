@@ -188,9 +188,10 @@ def main() -> None:
     print("\nphi-1 on 8 x A100 (computed):")
     for key, value in gpu.items():
         print(f"  {key}: {value:,.3f}" if isinstance(value, float) else f"  {key}: {value:,}")
-    write_results("training", rows, peak_bf16_flops=peak, threads=torch.get_num_threads(), phi1_8xA100=gpu,
-                  rounds=args.rounds, steps=args.steps, table=table, load_before=load_before,
-                  load_after=os.getloadavg(),
+    # A --compile run goes to its own file: compiling takes minutes here, so it runs with fewer presets / rounds.
+    write_results("training_compile" if args.compile else "training", rows, peak_bf16_flops=peak,
+                  threads=torch.get_num_threads(), phi1_8xA100=gpu, rounds=args.rounds, steps=args.steps, table=table,
+                  load_before=load_before, load_after=os.getloadavg(),
                   note="CPU, bf16 autocast; ours = recipes/pretrain.py (modeling_phi), "
                        "trainer = transformers Trainer + transformers PhiForCausalLM")
 
