@@ -70,25 +70,29 @@ def time_generate(model, prompt, dtype: str, new_tokens: int) -> float:
     return prompt.shape[0] * new_tokens / (time.perf_counter() - start)
 
 
-def bench(preset: str, dtype: str, rounds: int, steps: int, new_tokens: int, peak: float) -> list[dict]:
+def bench(preset: str, dtype: str, rounds: int, steps: int, new_tokens: int, peak: float,
+          kinds: tuple[str, ...] = ("train", "generate")) -> list[dict]:
     models = build_pair(preset)
     shape = SHAPES[preset]
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1, models["ours"].config.vocab_size, (shape["batch"], shape["seq_len"]), generator=g)
     prompt = ids[:4, :32]
-    optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
+    # Fused AdamW on both sides: the optimizer recipes/pretrain.py and transformers' Trainer (torch >= 2.8) use.
+    optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True) for k, m in models.items()}
+    timers = {"train": lambda name, m, n: time_train(m, optimizers[name], ids, dtype, n),
+              "generate": lambda name, m, n: time_generate(m, prompt, dtype, n)}
+    timed = {"train": steps, "generate": new_tokens}
     for name, m in models.items():  # warm-up both (allocator, kernel selection)
-        time_train(m, optimizers[name], ids, dtype, 1)
-        time_generate(m, prompt, dtype, 4)
-    train = {k: [] for k in models}
-    gen = {k: [] for k in models}
+        for kind in kinds:
+            timers[kind](name, m, 1 if kind == "train" else 4)
+    by_kind = {kind: {k: [] for k in models} for kind in kinds}
     for _ in range(rounds):
         for name, m in models.items():
-            train[name].append(time_train(m, optimizers[name], ids, dtype, steps))
-            gen[name].append(time_generate(m, prompt, dtype, new_tokens))
+            for kind in kinds:
+                by_kind[kind][name].append(timers[kind](name, m, timed[kind]))
     fpt = flops_per_token(models["ours"], shape["seq_len"])
     rows = []
-    for kind, results in (("train", train), ("generate", gen)):
+    for kind, results in by_kind.items():
         med = {k: statistics.median(v) for k, v in results.items()}
         ratios = [o / n for o, n in zip(results["ours"], results["native"])]
         row = {"preset": preset, "dtype": dtype, "kind": kind, "ours_tok_s": med["ours"], "native_tok_s": med["native"],
@@ -107,15 +111,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="training steps per timed run")
     parser.add_argument("--new_tokens", type=int, default=32)
+    parser.add_argument("--kinds", default="train,generate", help="train, generate or both")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     peak = measure_peak_flops("cpu", torch.bfloat16)
     print(f"measured bf16 matmul peak: {peak / 1e12:.2f} TFLOP/s, torch threads {torch.get_num_threads()}")
     rows = []
     for preset in args.presets.split(","):
         for dtype in args.dtypes.split(","):
-            rows += bench(preset, dtype, args.rounds, args.steps, args.new_tokens, peak)
-            print_table(rows[-2:], ["preset", "dtype", "kind", "ours_tok_s", "native_tok_s", "ratio"])
+            kinds = tuple(args.kinds.split(","))
+            rows += bench(preset, dtype, args.rounds, args.steps, args.new_tokens, peak, kinds)
+            print_table(rows[-len(kinds):], ["preset", "dtype", "kind", "ours_tok_s", "native_tok_s", "ratio"])
     print()
     table = print_table(rows, ["preset", "dtype", "kind", "ours_tok_s", "native_tok_s", "ratio", "min_ratio", "max_ratio",
                                "ours_mfu", "native_mfu"])
