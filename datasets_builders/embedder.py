@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import sqlite3
 import time
 import warnings
@@ -54,7 +55,21 @@ DEFAULT_MAX_BATCH_TOKENS = 8192
 PAD_MULTIPLE = 16
 AUTO_BF16_MIN_SPEEDUP = 1.3
 TOKENIZE_WINDOW = 8192  # texts tokenized (and length-sorted) at a time: bounded memory for huge inputs
+# A text longer than max_length x this many characters is cut (at a whitespace) before tokenizing: code and prose
+# take ~3-5 characters per token, so the cut text still fills the window, and a whole file is not tokenized for
+# its first 256 tokens (the cut is checked: a cut text that does not fill the window is tokenized whole).
+CUT_CHARS_PER_TOKEN = 16
 _LOADED: dict[tuple[str, str, str], tuple[object, object, bool]] = {}  # (model, precision, device) -> loaded
+
+
+def cut_before_space(text: str, limit: int) -> str:
+    """`text` itself when at most `limit` characters, else its longest prefix of at most `limit` characters that
+    a whitespace character follows (`text` itself when there is none)."""
+    if len(text) <= limit:
+        return text
+    match = re.search(r"\s\S*$", text[:limit + 1])
+    head = text[:match.start()].rstrip() if match else ""
+    return head or text
 
 
 def default_model_path() -> str:
@@ -331,9 +346,20 @@ class Embedder:
         return np.stack([vectors[k] for k in keys]).astype(np.float32)
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Token ids truncated to `max_length`. A long text (a whole file) is cut first, before a whitespace
+        within `CUT_CHARS_PER_TOKEN` characters per token of the window: tokenizers split words at whitespace,
+        so the cut text's tokens are the first tokens of the whole text, and where they fill the window the ids
+        are the same; a cut text that does not fill it is tokenized whole."""
         if self._model is None:
             self._load()
-        return self._tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        cut = [cut_before_space(t, self.max_length * CUT_CHARS_PER_TOKEN) for t in texts]
+        ids = self._tokenizer(cut, truncation=True, max_length=self.max_length)["input_ids"]
+        short = [i for i, (t, c, x) in enumerate(zip(texts, cut, ids)) if c is not t and len(x) < self.max_length]
+        if short:
+            whole = self._tokenizer([texts[i] for i in short], truncation=True, max_length=self.max_length)
+            for i, x in zip(short, whole["input_ids"]):
+                ids[i] = x
+        return ids
 
     def _forward(self, ids: list[list[int]]) -> list[np.ndarray]:
         """Embed one batch of token id lists, right-padded (mean pooling reads only the real tokens) to a

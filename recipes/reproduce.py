@@ -191,9 +191,11 @@ def code_eval_stage(run: Run, task: str, model_dir: str) -> dict[str, Any]:
     from evaluation.code_eval import evaluate_code_task
 
     out = run.path("eval", Path(model_dir).parent.name, task)
+    # One batch for the default 20 problems: a batch decodes until its longest completion ends, so fewer batches
+    # are fewer decoding steps (greedy, left padding: the same completions up to fp32 rounding).
     results = evaluate_code_task(task, str(run.path(model_dir)), out_dir=out, limit=run.args.eval_limit,
                                  max_new_tokens=run.args.max_new_tokens, seed=run.args.seed, trust_remote_code=True,
-                                 dtype="float32", device="cpu", progress=False)
+                                 dtype="float32", device="cpu", progress=False, batch_size=run.args.eval_batch_size)
     return {"input": model_dir, "output": str(out), "results": results}
 
 
@@ -301,6 +303,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, "finetune.")
     parser.add_argument("--eval_limit", type=int, default=20, help="HumanEval / MBPP problems evaluated")
     parser.add_argument("--max_new_tokens", type=int, default=128)
+    parser.add_argument("--eval_batch_size", type=int, default=32, help="HumanEval / MBPP prompts generated together")
     parser.add_argument("--mc_tasks", type=lambda s: s.split(","), default=["commonsense"],
                         help="multiple-choice tasks or groups of the evaluation registry (default: commonsense)")
     parser.add_argument("--mc_limit", type=int, default=50, help="documents per multiple-choice task")

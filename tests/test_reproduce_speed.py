@@ -101,3 +101,20 @@ def test_benchmark_vectors_are_kept_with_the_index_not_the_run(tmp_path, monkeyp
     assert (second.view_vectors == first.view_vectors).all()
     assert not (tmp_path / "run2" / "embeddings.sqlite").exists() or not second.embedder.cache.get(
         [second.embedder._text_key(items[0].statement)])  # the run's cache holds only the run's own texts
+
+
+def test_long_texts_are_cut_before_tokenizing_with_the_same_ids():
+    from datasets_builders.embedder import Embedder, cut_before_space
+    from datasets_builders.sources import stdlib_root
+
+    assert cut_before_space("short", 10) == "short"
+    assert cut_before_space("alpha beta   gamma", 14) == "alpha beta"   # before the whitespace run, not inside it
+    assert cut_before_space("x" * 50, 10) == "x" * 50                   # no whitespace: whole
+    embedder = Embedder(precision="fp32")
+    files = sorted((stdlib_root() / "email").glob("*.py"))
+    texts = [p.read_text(encoding="utf-8") for p in files]
+    texts += ["word " * 40, "a" * 9000 + " b", "\n".join(["x = 1"] * 2000), "é" * 5000 + " " + "tail " * 10,
+              "a" * 4000 + " " + "b" * 200 + " c d e"]  # the cut part is one [UNK]: not enough, tokenized whole
+    assert any(len(t) > embedder.max_length * 16 for t in texts)
+    ids = embedder._tokenize(texts)  # loads the tokenizer
+    assert ids == embedder._tokenizer(texts, truncation=True, max_length=embedder.max_length)["input_ids"]
