@@ -60,21 +60,24 @@ def profile_section(summaries: dict[str, dict[str, Any]], min_share: float = 0.0
     rows = []
     for name, s in stages.items():  # in run order, as the Stages table
         wall = s["seconds"]
-        load = s.get("load_average")
-        rows.append([f"**{name}**", f"{wall:.1f}", _pct(wall, total), None if load is None else f"{load:.2f}"])
+        load, cpu = s.get("load_average"), s.get("cpu_seconds")
+        rows.append([f"**{name}**", f"{wall:.1f}", _pct(wall, total), None if cpu is None else f"{cpu:.1f}",
+                     None if load is None else f"{load:.2f}"])
         profile = s.get("profile") or {}
         shown = {k: v for k, v in profile.items() if k != "other" and v >= min_share * wall and v >= 0.5}
         rest = sum(profile.values()) - sum(shown.values())
         for step, seconds in shown.items():
-            rows.append([f"&nbsp;&nbsp;{step}", f"{seconds:.1f}", f"{_pct(seconds, wall)} of stage", ""])
+            rows.append([f"&nbsp;&nbsp;{step}", f"{seconds:.1f}", f"{_pct(seconds, wall)} of stage", "", ""])
         if shown and rest >= 0.5:
-            rows.append(["&nbsp;&nbsp;other", f"{rest:.1f}", f"{_pct(rest, wall)} of stage", ""])
-    rows.append(["**total (stages)**", f"{total:.1f}", "100%", ""])
+            rows.append(["&nbsp;&nbsp;other", f"{rest:.1f}", f"{_pct(rest, wall)} of stage", "", ""])
+    cpu_total = sum(s.get("cpu_seconds") or 0.0 for s in stages.values())
+    rows.append(["**total (stages)**", f"{total:.1f}", "100%", f"{cpu_total:.1f}", ""])
     note = ("Wall seconds per stage (exact) and, under each, its main sub-steps: the main thread's stack sampled every "
             "20 ms (recipes/profiling.py), scaled to the stage's wall time; a stage skipped on a rerun shows the time "
-            f"of the run that did it. Load: the machine's 1-minute load average as the stage ended ({os.cpu_count()} "
-            "CPUs here); on a shared machine a stage takes longer in proportion.")
-    return table(["stage / sub-step", "wall s", "share", "load"], rows) + "\n\n" + note
+            "of the run that did it. CPU s: the run's processes' CPU seconds in the stage (user + system, finished "
+            f"children included), what it costs whatever else runs. Load: the machine's 1-minute load average as the "
+            f"stage ended ({os.cpu_count()} CPUs here); on a shared machine a stage takes longer in proportion.")
+    return table(["stage / sub-step", "wall s", "share", "CPU s", "load"], rows) + "\n\n" + note
 
 
 def _scalars(info: dict[str, Any], prefix: str = "", depth: int = 0) -> list[tuple[str, Any]]:

@@ -68,13 +68,15 @@ def run_stage(run: Run, stage: Stage) -> dict[str, Any]:
     else:
         print(f"[{stage.name}] {stage.description}")
         profiler = StageProfiler().start()
-        start = time.time()
+        start, cpu = time.time(), os.times()
         try:
             summary = {"description": stage.description, **stage.run(run)}
         finally:
             seconds = time.time() - start
             profile = profiler.stop(wall=seconds)
         summary["seconds"] = round(seconds, 1)
+        # CPU seconds of this process and its finished children: what the stage costs, whatever the machine's load
+        summary["cpu_seconds"] = round(sum(os.times()[:4]) - sum(cpu[:4]), 1)
         summary["profile"] = profile  # sampled sub-steps, scaled to the stage's wall time (recipes/profiling.py)
         summary["load_average"] = round(os.getloadavg()[0], 2)  # how shared the machine was
         marker.parent.mkdir(parents=True, exist_ok=True)

@@ -42,16 +42,16 @@ def test_profiler_gives_time_to_the_first_matching_sub_step():
 def test_report_table_has_stages_shares_and_sub_steps():
     from recipes.report import profile_section
 
-    summaries = {"pretrain": {"seconds": 90.0, "load_average": 1.5,
+    summaries = {"pretrain": {"seconds": 90.0, "load_average": 1.5, "cpu_seconds": 170.0,
                               "profile": {"training steps": 80.0, "eval loss (held-out blocks)": 6.0, "other": 4.0}},
                  "tokenizer": {"seconds": 10.0, "profile": {"tokenization": 9.9, "other": 0.1}}}
     text = profile_section(summaries)
     rows = [line for line in text.splitlines() if line.startswith("|")]
-    assert rows[2].startswith("| **pretrain** | 90.0 | 90% | 1.50 |")
+    assert rows[2].startswith("| **pretrain** | 90.0 | 90% | 170.0 | 1.50 |")
     assert "training steps | 80.0 | 89% of stage" in rows[3] and "eval loss (held-out blocks) | 6.0" in rows[4]
     assert "other | 4.0" in rows[5]
     assert rows[6].startswith("| **tokenizer** | 10.0 | 10% |") and "tokenization | 9.9" in rows[7]
-    assert rows[-1].startswith("| **total (stages)** | 100.0 | 100% |")
+    assert rows[-1].startswith("| **total (stages)** | 100.0 | 100% | 170.0 |")
 
 
 def test_batched_request_encoding_is_lm_evals_pairwise_encoding(shared_data):
