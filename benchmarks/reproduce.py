@@ -5,7 +5,8 @@ alternates between rounds, so load drifts hit both alike): copy the template, de
 outputs (its caches included), and run `python -m recipes.cli reproduce --run_dir COPY` from the tree. Every other
 stage's marker is there, so only that stage runs again (then the report); its marker gives the wall seconds and
 the sampled sub-steps (recipes/profiling.py, where the tree has it). Per stage: median seconds per tree, the
-median of the per-round ratios, the load average. The reference tree is a checkout of another commit, e.g.
+median of the per-round ratios, the median CPU seconds of the whole `phi reproduce` process (user + system, the
+skipped stages and the report included: the same small overhead for both), the load average. The reference tree is a checkout of another commit, e.g.
 `git worktree add /tmp/ref <commit>` or `git archive <commit> | tar -x -C /tmp/ref`.
 
     python benchmarks/reproduce.py --template runs/tiny --reference-tree /tmp/ref \\
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -65,14 +67,17 @@ def run_stage(tree: Path, template: Path, stage: str, work: Path) -> dict[str, A
     for rel in OUTPUTS[stage]:
         shutil.rmtree(run_dir / rel, ignore_errors=True)
     load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "recipes.cli", "reproduce", "--run_dir", str(run_dir)], cwd=tree,
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)})
     if result.returncode:
         raise RuntimeError(f"{tree}: reproduce failed on stage {stage}:\n{result.stderr[-3000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     marker = json.loads((run_dir / "stages" / f"{stage}.json").read_text())
     return {"seconds": marker["seconds"], "process_s": round(time.perf_counter() - started, 1), "load": load,
-            "profile": marker.get("profile", {})}
+            "process_cpu_s": round(cpu, 1), "profile": marker.get("profile", {})}
 
 
 def main() -> None:
@@ -95,11 +100,13 @@ def main() -> None:
                 print(f"{stage} round {r} {name}: {times[name][-1]['seconds']} s (load {times[name][-1]['load']:.1f})",
                       flush=True)
         ref, ours = ([t["seconds"] for t in times[k]] for k in ("reference", "ours"))
+        ref_cpu, ours_cpu = ([t["process_cpu_s"] for t in times[k]] for k in ("reference", "ours"))
         rows.append({"stage": stage, "reference_s": statistics.median(ref), "ours_s": statistics.median(ours),
                      "speedup": round(statistics.median(a / b for a, b in zip(ref, ours)), 2),
+                     "reference_cpu_s": statistics.median(ref_cpu), "ours_cpu_s": statistics.median(ours_cpu),
                      "load": round(statistics.mean(t["load"] for k in times for t in times[k]), 1)})
         samples[stage] = times
-    table = print_table(rows, ["stage", "reference_s", "ours_s", "speedup", "load"])
+    table = print_table(rows, ["stage", "reference_s", "ours_s", "speedup", "reference_cpu_s", "ours_cpu_s", "load"])
     write_results("reproduce", rows, table=table, rounds=args.rounds, reference_commit=commit_of(trees["reference"]),
                   template=str(args.template), samples=samples)
     shutil.rmtree(work, ignore_errors=True)
