@@ -57,7 +57,7 @@ def commit_of(tree: Path) -> str:
         return stamp.read_text().strip() if stamp.is_file() else "unknown"
 
 
-def run_stage(tree: Path, template: Path, stage: str, work: Path) -> dict[str, Any]:
+def run_stage(tree: Path, template: Path, stage: str, work: Path, lock: str | None = None) -> dict[str, Any]:
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     shutil.copytree(template, run_dir, symlinks=True)
@@ -69,7 +69,8 @@ def run_stage(tree: Path, template: Path, stage: str, work: Path) -> dict[str, A
     load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "recipes.cli", "reproduce", "--run_dir", str(run_dir)], cwd=tree,
+    command = [sys.executable, "-m", "recipes.cli", "reproduce", "--run_dir", str(run_dir)]
+    result = subprocess.run((["flock", lock] if lock else []) + command, cwd=tree,
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)})
     if result.returncode:
         raise RuntimeError(f"{tree}: reproduce failed on stage {stage}:\n{result.stderr[-3000:]}")
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--reference-tree", type=Path, required=True)
     parser.add_argument("--stages", default="decontaminate,eval-commonsense")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--lock", default=None, help="a file to flock around each rerun (a shared machine's timing lock)")
     args = parser.parse_args()
     trees = {"reference": args.reference_tree.resolve(), "ours": ROOT}
     work = Path(tempfile.mkdtemp(prefix="reproduce-bench-"))
@@ -96,7 +98,7 @@ def main() -> None:
         times: dict[str, list[dict[str, Any]]] = {"reference": [], "ours": []}
         for r in range(args.rounds):
             for name in (("reference", "ours") if r % 2 == 0 else ("ours", "reference")):
-                times[name].append(run_stage(trees[name], args.template.resolve(), stage, work))
+                times[name].append(run_stage(trees[name], args.template.resolve(), stage, work, args.lock))
                 print(f"{stage} round {r} {name}: {times[name][-1]['seconds']} s (load {times[name][-1]['load']:.1f})",
                       flush=True)
         ref, ours = ([t["seconds"] for t in times[k]] for k in ("reference", "ours"))
