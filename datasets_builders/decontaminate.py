@@ -319,7 +319,9 @@ class Decontaminate(BaseFilter):
         for m in scan([doc.text for doc in batch], self.detectors):
             match = _match_row(m, f"{self.rank}:{self.seen + m.row}", batch[m.row].id, self.items[m.item])
             self.matches.write(json.dumps(match, sort_keys=True) + "\n")
-            if flags(m, self.tau):
+            # Decided on the match as recorded (score and bound rounded to 6 places), as the report decides:
+            # a score equal to its bound up to float noise counts in neither.
+            if flags(match, self.tau):
                 by_row[m.row].append(match)
         self.seen += len(batch)
         results: list[bool | tuple[bool, str]] = []
