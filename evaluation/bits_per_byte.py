@@ -190,8 +190,8 @@ def heldout_selected(rel_path: str, fraction: float, salt: str = "phi-heldout") 
 
 def heldout_items(files: Iterable[tuple[str, str]], max_items: int | None = None, min_body_chars: int = 40) -> list[Item]:
     """Documented functions of (relative path, source text) files: signature + docstring as the prompt, the
-    rest of the body as the completion (both dedented to the `def`), in file order, then the first `max_items`
-    by a fixed hash of their ids."""
+    rest of the body as the completion (both dedented to the `def`; top-level functions before methods), at
+    most `max_items` of them, chosen by a fixed hash of their ids."""
     from datasets_builders.mining import split_function
 
     items = []
