@@ -1,12 +1,14 @@
 """Decontamination matches, fp32 embedder vs `precision="auto"` (bf16 on this CPU): the same records removed?
 
 The corpus is benchmarks/decontamination_precision.py's: whole standard-library modules (seeded sample, none
-derived from a benchmark) mixed with disguised HumanEval / MBPP solutions in five containers. Both runs go
+derived from a benchmark) mixed with disguised HumanEval / MBPP solutions in five containers, and the hand-written
+paraphrases of problem statements of tests/test_decontaminate.py (the matches this detector exists for). Both runs go
 through `decontaminate()` (the CLI's function) with the embedding detector alone, once at the default threshold
-(0.8) -- the removed record ids and their contamination entries (item, score) must be the same -- and once at a
+(0.8) -- the removed record ids and the items they matched must be the same -- and once at a
 loose threshold (0.6, many more pairs near the boundary), where the pairs above 0.8 / 0.7 / 0.6 are compared and
 the largest score difference over the pairs both found is reported. Times are each run's wall seconds
-(embedding dominates; each precision has its own cache, the loose run reads it).
+(embedding dominates; each precision has its own cache, the loose run reads it; `--work` of an earlier run reuses
+its caches, and then the seconds are not embedding times).
 
     python benchmarks/embedding_decontamination.py                 # 100 modules + 30 plants
     python benchmarks/embedding_decontamination.py --clean 300
@@ -39,6 +41,8 @@ LOOSE = 0.6
 
 
 def corpus(clean: int, plants: int, seed: int) -> list[dict[str, Any]]:
+    from tests.test_decontaminate import PARAPHRASES
+
     rng = random.Random(seed)
     items = [it for it in load_benchmarks(("humaneval", "mbpp")) if it.kind == "code"]
     stdlib = [r for r in LocalPythonFiles() if _parse(r["text"]) is not None]
@@ -50,6 +54,8 @@ def corpus(clean: int, plants: int, seed: int) -> list[dict[str, Any]]:
         text = contain(code, entry, CONTAINERS[k % len(CONTAINERS)], hosts[k % len(hosts)]["text"])
         if any(f"def {entry}(" in c for c in extract_code(text)):
             records.append({"id": f"planted/{k}", "text": text, "source": "planted"})
+    # The hand-written paraphrases of problem statements (tests/test_decontaminate.py): what this detector is for.
+    records += [{"id": f"paraphrase/{item}", "text": text, "source": "paraphrase"} for item, text in PARAPHRASES.items()]
     return records
 
 
@@ -62,7 +68,7 @@ def main() -> None:
     parser.add_argument("--clean", type=int, default=100, help="whole standard-library modules")
     parser.add_argument("--plants", type=int, default=30)
     parser.add_argument("--seed", type=int, default=17)
-    parser.add_argument("--work", default=None)
+    parser.add_argument("--work", default=None, help="working folder (an earlier run's: its embedding caches are reused)")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="embedding-decontamination-"))
     records = corpus(args.clean, args.plants, args.seed)
@@ -94,7 +100,9 @@ def main() -> None:
              "pairs": len(pairs(runs[f"{p}@{t}"]["hits"]))} for t in (0.8, LOOSE) for p in PRECISIONS]
     table = print_table(rows, ["run", "seconds", "removed", "pairs"])
     result = {
-        "records": len(records), "plants": sum(r["source"] == "planted" for r in records), "seed": args.seed,
+        "records": len(records), "plants": sum(r["source"] == "planted" for r in records),
+        "paraphrases": sum(r["source"] == "paraphrase" for r in records), "seed": args.seed,
+        "reused_work_folder": args.work is not None,
         "load_avg_1m_start": load_start, "load_avg_1m_end": os.getloadavg()[0],
         "default_threshold": {"removed_fp32": len(default["fp32"]), "removed_auto": len(default["auto"]),
                               "same_records_and_items": same_default,
