@@ -7,6 +7,10 @@ times ours then native back to back), and MFU against a bf16 matmul peak measure
 
     python benchmarks/model_throughput.py                 # full table
     python benchmarks/model_throughput.py --rounds 3 --presets tiny
+    python benchmarks/model_throughput.py --kinds train --clock cpu   # 1 thread, CPU seconds: robust to load
+
+`--clock cpu` times CPU seconds of the process on one thread instead of wall seconds: on a machine that other
+jobs share, wall time mostly measures the scheduler; it writes model_throughput_cpu.json.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from modeling_phi.convert import native_state_dict  # noqa: E402
 from recipes.mfu import flops_per_token, measure_peak_flops  # noqa: E402
 
 SHAPES = {"tiny": dict(batch=8, seq_len=256), "small": dict(batch=4, seq_len=256)}
+clock = time.perf_counter  # --clock cpu: time.process_time
 
 
 def build_pair(preset: str) -> dict[str, torch.nn.Module]:
@@ -49,25 +54,25 @@ def autocast(dtype: str):
 
 def time_train(model, optimizer, ids, dtype: str, steps: int) -> float:
     model.train()
-    start = time.perf_counter()
+    start = clock()
     for _ in range(steps):
         with autocast(dtype):
             loss = model(ids, labels=ids).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return ids.numel() * steps / (time.perf_counter() - start)
+    return ids.numel() * steps / (clock() - start)
 
 
 @torch.no_grad()
 def time_generate(model, prompt, dtype: str, new_tokens: int) -> float:
     model.eval()
-    start = time.perf_counter()
+    start = clock()
     with autocast(dtype):
         out = model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                              pad_token_id=0)
     assert out.shape[1] == prompt.shape[1] + new_tokens
-    return prompt.shape[0] * new_tokens / (time.perf_counter() - start)
+    return prompt.shape[0] * new_tokens / (clock() - start)
 
 
 def bench(preset: str, dtype: str, rounds: int, steps: int, new_tokens: int, peak: float,
@@ -113,7 +118,11 @@ def main() -> None:
     parser.add_argument("--new_tokens", type=int, default=32)
     parser.add_argument("--kinds", default="train,generate", help="train, generate or both")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: process CPU time, 1 thread")
     args = parser.parse_args()
+    if args.clock == "cpu":
+        global clock
+        clock, args.threads = time.process_time, 1
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
@@ -130,8 +139,9 @@ def main() -> None:
                                "ours_mfu", "native_mfu"])
     load = {"before": load_before, "after": os.getloadavg()}
     print(f"load average (1, 5, 15 min) before / after: {load['before']} / {load['after']}")
-    write_results("model_throughput", rows, peak_bf16_flops=peak, shapes=SHAPES, rounds=args.rounds, steps=args.steps,
-                  table=table, load_average=load)
+    write_results("model_throughput" + ("_cpu" if args.clock == "cpu" else ""), rows, clock=args.clock,
+                  threads=torch.get_num_threads(), peak_bf16_flops=peak, shapes=SHAPES, rounds=args.rounds,
+                  steps=args.steps, table=table, load_average=load)
 
 
 if __name__ == "__main__":
