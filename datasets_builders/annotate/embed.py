@@ -8,12 +8,35 @@ or the quality score) to pop before anything is written.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 EMBEDDING = "_embedding"
+
+
+@functools.cache
+def _malloc_trim() -> object | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        return None
+
+
+def trim_heap() -> None:
+    """Hand the heap pages malloc keeps after frees back to the OS (glibc's `malloc_trim`; a no-op elsewhere).
+
+    Each chunk's token ids, activations and vectors are freed, but between them live small objects (the
+    documents read meanwhile, SQLite pages, stats), so glibc keeps the freed memory in a fragmented heap and the
+    process grows ~100 KB a document: measured on the score stage, 2,000 synthetic files, VmRSS 738 -> 906 MB
+    after 1,280 files without this, 620 -> 633 MB with it, the peak flat at ~800 MB. Live data does not grow.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class Embed(PipelineStep):
@@ -49,6 +72,8 @@ class Embed(PipelineStep):
                 doc.metadata[EMBEDDING] = vector
                 self.stat_update("embedded")
                 yield doc
+            del vectors
+            trim_heap()  # bounded memory: see trim_heap
         if self._embedder is not None:
             for key, value in self._embedder.stats.items():
                 self.stat_update(f"embedder_{key}", value=value)
