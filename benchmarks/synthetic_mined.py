@@ -53,7 +53,7 @@ def main() -> None:
                    run("exercises", build_exercises, Path(tmp), n, args.seed)]
     rows = [r["row"] for r in results]
     ex = results[1]["info"]
-    rows[1].update(verified_tests=ex["verified"].get("tests_passed", 0), verified_runs=ex["verified"].get("executed", 0),
+    rows[1].update(verified_tests=ex["verified"].get("doctests", 0), verified_runs=ex["verified"].get("executed", 0),
                    with_doctests=ex["with_doctests"])
     print_table(rows, list(rows[1]))
     print("exercise candidates rejected before verification:", ex["rejected"])
