@@ -14,7 +14,7 @@ import pytest
 
 from datasets_builders.sources import stdlib_root
 from recipes import ablation
-from recipes.reproduce import Run, filtered_code, textbook
+from recipes.reproduce import Run, add_arguments, filtered_code, textbook
 
 
 def test_paired_interval_by_hand():
@@ -53,8 +53,9 @@ def test_stages_build_data_once_and_reuse_the_main_pretraining():
 def data_run(tmp_path_factory) -> Run:
     """Both arms' corpora built from the `email` package without its held-out files, then the yardstick."""
     run_dir = tmp_path_factory.mktemp("ablation") / "run"
-    args = argparse.Namespace(source=None, annotate=24, keep_fraction=0.5, seed=0, textbook_n=20,
-                              detectors=["ngram", "ast"])
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)  # `phi reproduce`'s own flags and defaults
+    args = parser.parse_args(["--annotate", "24", "--textbook_n", "20", "--detectors", "ngram,ast", "--ablation"])
     args.source = str(ablation.heldout_view(run_dir, stdlib_root() / "email"))
     run = Run(run_dir, args)
     filtered_code(run)
