@@ -144,8 +144,9 @@ def yardstick(run: Run) -> dict[str, Any]:
     # By the decontamination detectors (AST uncalibrated: calibrating on the training data would hide matches).
     bench = [BenchmarkItem(benchmark=i.set, item_id=i.id, statement=i.prompt, solution=i.prompt + i.completion,
                            entry=i.id.rsplit(":", 1)[-1] if i.set == "heldout" else "") for i in candidates]
-    detectors = build_detectors(run.args.detectors, bench, calibration_corpus=None,
-                                embedding_cache=run.path("cache"))
+    detectors = build_detectors(run.args.detectors, bench, calibration_corpus=None, embedding_cache=run.path("cache"),
+                                embedding_precision=run.args.embedding_precision,
+                                embedding_device=run.args.embedding_device)
     flagged: dict[str, list[dict[str, Any]]] = {}
     for m in scan(texts, detectors):
         if m.counts(0.8):
