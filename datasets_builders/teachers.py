@@ -36,6 +36,10 @@ class OpenAITeacher:
         self.chunk_size = chunk_size
         self.name = f"openai:{model}"
 
+    def request_hash(self, prompt: GenerationPrompt) -> str:
+        """The key of `prompt`'s request in the reply cache: a dataset row's link to the exact request sent."""
+        return cache_key(self.client.model, self.client._messages(prompt.user, prompt.system or None), self.params)
+
     @property
     def stats(self) -> Counter[str]:
         return self.client.stats
@@ -92,9 +96,13 @@ class TransformersTeacher:
             return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
+    def request_hash(self, prompt: GenerationPrompt) -> str:
+        """The key of `prompt`'s request in the reply cache: a dataset row's link to the exact request sent."""
+        messages = [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}]
+        return cache_key(self.model_id, messages, self.params)
+
     def generate(self, prompts: list[GenerationPrompt]) -> list[str | None]:
-        keys = [cache_key(self.model_id, [{"role": "system", "content": p.system}, {"role": "user", "content": p.user}],
-                          self.params) for p in prompts]
+        keys = [self.request_hash(p) for p in prompts]
         replies = [self.cache.get(k) for k in keys]
         self.stats["cached"] += sum(r is not None for r in replies)
         todo = [i for i, r in enumerate(replies) if r is None]

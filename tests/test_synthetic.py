@@ -308,6 +308,10 @@ def test_http_teacher_writes_expected_records(server, scripted, tmp_path):
         "recursion": SECTION.strip(), "sorting": SECTION2.strip()}
     assert all(r["seed_symbol"] == "mean.mean" and "Return the arithmetic mean" in r["generation_prompt"]
                for r in records)
+    # Lineage: each row names the request whose cached reply it is.
+    cached = {json.loads(line)["key"]: json.loads(line)["reply"]
+              for line in (tmp_path / "c1" / "responses.jsonl").read_text().splitlines()}
+    assert all(cached[r["request_hash"]].strip() == r["text"] for r in records)
     with pytest.raises(ValueError, match=r"--n 5: the seeds allow only 1 extracts x 4 .* = 4 distinct prompts"):
         build_textbook(tmp_path / "too-many", teacher=teacher, n=5, sampler=sampler, seed_input=str(scripted["seeds"]),
                        dry_run=True)

@@ -86,9 +86,10 @@ class Teach(PipelineStep):
                 failed = {k: v for k, v in teacher.stats.items() if k.startswith("failed")}
                 raise ConnectionError(f"teacher {teacher.name}: every request failed ({failed}); check the URL, the "
                                       "model name and the server's log")
-            for doc, reply in zip(batch, replies):
+            for doc, prompt, reply in zip(batch, prompts, replies):
                 doc.metadata[REPLY] = reply
                 doc.metadata["generation_prompt"] = doc.text
+                doc.metadata["request_hash"] = teacher.request_hash(prompt)  # lineage: the cached request
                 doc.metadata["generator"] = teacher.name
                 doc.metadata.setdefault("source", teacher.name)
                 self.stat_update("replied" if reply is not None else "no_reply")
