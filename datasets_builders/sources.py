@@ -10,6 +10,7 @@ dropped: `LocalPythonFiles.skipped` counts them by reason.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sysconfig
 from collections import Counter
@@ -30,6 +31,22 @@ def stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
+# A folder may declare what it is a view of (`{"source": ..., "license": ...}`), e.g. the ablation's tree of links
+# to the standard library without its held-out files: its records then keep the original's ids and provenance.
+SOURCE_DECLARATION = ".source.json"
+
+
+def source_identity(root: str | os.PathLike | None, source_name: str | None = None,
+                    license: str | None = None) -> tuple[str, str]:
+    """(source name, license) of a tree: the caller's, else the folder's `.source.json`, else the defaults
+    (`python-stdlib` / `PSF-2.0` for the standard library, the path / `unknown` for any other folder)."""
+    if root is None:
+        return source_name or "python-stdlib", license or "PSF-2.0"
+    declared_path = Path(root) / SOURCE_DECLARATION
+    declared = json.loads(declared_path.read_text()) if declared_path.is_file() else {}
+    return source_name or declared.get("source") or str(Path(root)), license or declared.get("license") or "unknown"
+
+
 def record_id(*parts: str) -> str:
     return hashlib.sha1("\x00".join(parts).encode("utf-8")).hexdigest()[:16]
 
@@ -45,8 +62,7 @@ class LocalPythonFiles:
         is_stdlib = root is None
         self.exclude = exclude if exclude is not None else (STDLIB_EXCLUDE if is_stdlib else ("__pycache__",))
         self.max_bytes = max_bytes
-        self.source_name = source_name or ("python-stdlib" if is_stdlib else str(self.root))
-        self.license = license or ("PSF-2.0" if is_stdlib else "unknown")
+        self.source_name, self.license = source_identity(root, source_name, license)
         self.skipped: Counter[str] = Counter()
 
     def paths(self) -> list[Path]:

@@ -82,6 +82,12 @@ def heldout_view(run_dir: Path, source: str | os.PathLike | None) -> Path:
     record = {"root": str(root), "fraction": HELDOUT_FRACTION, "files": len(rels), "heldout": heldout}
     if manifest.is_file() and json.loads(manifest.read_text()) == record and view.is_dir():
         return view
+    # The view's records keep the original tree's ids and provenance (source name, license): see the readers.
+    from datasets_builders.sources import SOURCE_DECLARATION, source_identity
+
+    name, license = source_identity(source)
+    view.mkdir(parents=True, exist_ok=True)
+    (view / SOURCE_DECLARATION).write_text(json.dumps({"source": name, "license": license}))
     if not heldout:
         raise ValueError(f"{root}: none of its {len(rels)} .py files falls in the held-out slice "
                          f"({HELDOUT_FRACTION:.0%} by path hash); give a larger --source for --ablation")

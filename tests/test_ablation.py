@@ -148,3 +148,21 @@ def test_report_section(tmp_path):
     assert "| unfiltered | unfiltered-code | 10 | 320 | 1,234 | 12 | 640 | 0.50 | 300 |" in text
     assert "HumanEval/7 (unfiltered:ngram)" in text and "| filtered-code | 4/4 |" in text
     assert (run_dir / "images" / "ablation-bits-per-byte.png").stat().st_size > 5000
+
+
+def test_heldout_view_keeps_the_original_ids_and_provenance(tmp_path):
+    from datasets_builders.readers import PythonFilesReader
+    from datasets_builders.sources import LocalPythonFiles
+
+    original = stdlib_root() / "email"
+    view = ablation.heldout_view(tmp_path / "run", original)
+    heldout = set(json.loads((tmp_path / "run" / "yardstick" / "heldout_files.json").read_text())["heldout"])
+    by_path = {r["path"]: r for r in LocalPythonFiles(original)}
+    seen = list(LocalPythonFiles(view))
+    assert {r["path"] for r in seen} == set(by_path) - heldout and heldout
+    # The same ids (the seeded draws and dedup depend on them), source name and license as the original tree.
+    assert all(r == by_path[r["path"]] for r in seen)
+    # The datatrove reader also yields the empty files (a pre-filter removes them with their reason).
+    docs = {d.metadata["path"]: d for d in PythonFilesReader(view).run()}
+    assert all((docs[r["path"]].id, docs[r["path"]].metadata["source"], docs[r["path"]].metadata["license"]) ==
+               (r["id"], r["source"], r["license"]) for r in seen)

@@ -24,7 +24,15 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.readers.base import BaseReader
 from datatrove.pipeline.readers.jsonl import JsonlReader
 
-from ..sources import MAX_FILE_BYTES, STDLIB_EXCLUDE, decode_content, read_python_file, record_id, stdlib_root
+from ..sources import (
+    MAX_FILE_BYTES,
+    STDLIB_EXCLUDE,
+    decode_content,
+    read_python_file,
+    record_id,
+    source_identity,
+    stdlib_root,
+)
 
 # Columns that carry a file's path / license in common code datasets (The Stack, StackOverflow dumps).
 PATH_COLUMNS = ("path", "max_stars_repo_path", "repo_path", "file_path", "url")
@@ -55,8 +63,7 @@ class PythonFilesReader(BaseReader):
             raise FileNotFoundError(f"{self.root}: source directory does not exist")
         self.exclude = exclude if exclude is not None else (STDLIB_EXCLUDE if is_stdlib else ("__pycache__",))
         self.max_bytes = max_bytes
-        self.source_name = source_name or ("python-stdlib" if is_stdlib else str(self.root))
-        self.license = license or ("PSF-2.0" if is_stdlib else "unknown")
+        self.source_name, self.license = source_identity(root, source_name, license)
 
     def paths(self) -> list[Path]:
         return sorted(p for p in self.root.rglob("*.py")
