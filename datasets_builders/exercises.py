@@ -38,7 +38,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +48,14 @@ from datatrove.pipeline.writers.disk_base import DiskWriter
 from .filters.dedup import Dedup
 from .filters.prefilters import Readable
 from .generate.teach import REPLY, SampledPrompts, Teach, ask, build_teacher
-from .hub_dataset import is_complete, read_build_info
+from .hub_dataset import read_build_info
 from .mining import MineExercises, assert_statements, exercise_from_code, program
 from .pipelines.executors import (
     ExecutorOptions,
     Stage,
     add_executor_arguments,
-    check_work_dir,
     executor_options,
+    open_build,
     run_stages,
     stage_stats,
 )
@@ -314,14 +313,9 @@ def build_exercises(output_dir: str | os.PathLike, teacher: Any = None, n: int |
               "teacher": _teacher_config(teacher), "lists": sampler.lists if sampler else None,
               "templates": sampler.templates if sampler else None}
     fingerprint = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    if is_complete(output_dir) and read_build_info(output_dir).get("fingerprint") == fingerprint:
-        print(f"{output_dir}: already complete with these options")
+    if (folders := open_build(output_dir, fingerprint)) is None:
         return output_dir
-    work = output_dir.with_name(output_dir.name + ".work")
-    staging = output_dir.with_name(output_dir.name + ".staging")
-    check_work_dir(work, fingerprint)
-    if not (work / "logs").is_dir():
-        shutil.rmtree(staging, ignore_errors=True)
+    work, staging = folders
     stages = exercise_stages(work, staging, executor, shared, sampler, n, seed, source_root, require_tests, timeout,
                              candidates)
     if not run_stages(stages, work, executor):

@@ -39,6 +39,7 @@ from .pipelines.executors import (
     add_executor_arguments,
     check_work_dir,
     executor_options,
+    open_build,
     run_stages,
     stage_stats,
 )
@@ -153,14 +154,9 @@ def build_mined_textbook(output_dir: Path, n: int | None, seed: int, source_root
     a seeded draw, as datatrove stages: mine -> choose -> write."""
     config = {"generator": "mined", "n": n, "seed": seed, "source_root": str(source_root), "tasks": executor.tasks}
     fingerprint = hash_text(json.dumps(config, sort_keys=True))
-    if is_complete(output_dir) and read_build_info(output_dir).get("fingerprint") == fingerprint:
-        print(f"{output_dir}: already complete with these options")
+    if (folders := open_build(output_dir, fingerprint)) is None:
         return output_dir
-    work = output_dir.with_name(output_dir.name + ".work")
-    staging = output_dir.with_name(output_dir.name + ".staging")
-    check_work_dir(work, fingerprint)
-    if not (work / "logs").is_dir():
-        shutil.rmtree(staging, ignore_errors=True)
+    work, staging = folders
     stages = [Stage("mine", [PythonFilesReader(source_root), Readable(), MineSections(), SeededKey(seed),
                              IntermediateWriter(work / "candidates")], executor.tasks),
               Stage("choose", [ChooseFirst(work / "candidates", work, n)], 1),

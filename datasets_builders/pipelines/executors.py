@@ -67,6 +67,22 @@ def check_work_dir(work: Path, fingerprint: str) -> None:
     marker.write_text(json.dumps({"fingerprint": fingerprint}))
 
 
+def open_build(output_dir: Path, fingerprint: str, work: Path | None = None) -> tuple[Path, Path] | None:
+    """The (work, staging) folders of a build of `output_dir` with options `fingerprint`, or None when the
+    dataset there is already complete with those options. A fresh run (no logs yet) clears stale staged shards."""
+    from ..hub_dataset import is_complete, read_build_info
+
+    if is_complete(output_dir) and read_build_info(output_dir).get("fingerprint") == fingerprint:
+        print(f"{output_dir}: already complete with these options")
+        return None
+    work = work or output_dir.with_name(output_dir.name + ".work")
+    staging = output_dir.with_name(output_dir.name + ".staging")
+    check_work_dir(work, fingerprint)
+    if not (work / "logs").is_dir():
+        shutil.rmtree(staging, ignore_errors=True)
+    return work, staging
+
+
 def run_stages(stages: list[Stage], work: Path, options: ExecutorOptions) -> bool:
     """Run `stages` in order; True when all have finished (False: submitted to Slurm, still to run)."""
     logs = work / "logs"

@@ -37,7 +37,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,7 +50,7 @@ from ..annotate.embed import Embed
 from ..annotate.judge import Annotate, ChooseSample, SampleKeys, load_config
 from ..filters.dedup import Dedup
 from ..filters.prefilters import prefilters
-from ..hub_dataset import is_complete, read_build_info
+from ..hub_dataset import read_build_info
 from ..readers import IntermediateReader, make_reader
 from ..sources import MAX_FILE_BYTES
 from ..writers import HubWriter, IntermediateWriter, RemovedWriter, finalize_dataset
@@ -59,8 +58,8 @@ from .executors import (
     ExecutorOptions,
     Stage,
     add_executor_arguments,
-    check_work_dir,
     executor_options,
+    open_build,
     run_stages,
     stage_stats,
 )
@@ -354,13 +353,9 @@ def build_filtered_code(input: str | os.PathLike | None = None, output_dir: str 
                              embedder=embedder, quality_filter=quality_filter, executor=executor or ExecutorOptions(),
                              **options)
     fingerprint = cfg.fingerprint()
-    if is_complete(output_dir) and read_build_info(output_dir).get("fingerprint") == fingerprint:
-        print(f"{output_dir}: already complete with these options")
+    if (folders := open_build(output_dir, fingerprint, work)) is None:
         return output_dir
-    check_work_dir(work, fingerprint)
-    staging = output_dir.with_name(output_dir.name + ".staging")
-    if not (work / "logs").is_dir():  # a fresh run: nothing staged belongs to it
-        shutil.rmtree(staging, ignore_errors=True)
+    work, staging = folders
     if run_stages(stages(cfg, work, staging), work, cfg.executor):
         info = read_build_info(output_dir)
         print(f"wrote {info['rows']} files ({info['tokens']['kept']} tokens) to {output_dir}")
