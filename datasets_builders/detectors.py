@@ -295,12 +295,11 @@ class EmbeddingSimilarity:
         from .benchmark_index import index_cache_dir
         from .embedder import EmbeddingCache
 
-        run_cache, self.embedder.cache = self.embedder.cache, EmbeddingCache(index_cache_dir() / "embeddings.sqlite")
+        index_cache = EmbeddingCache(index_cache_dir() / "embeddings.sqlite")
         try:
-            return self.embedder.embed(texts)
+            return self.embedder.embed(texts, cache=index_cache)
         finally:
-            self.embedder.cache.close()
-            self.embedder.cache = run_cache
+            index_cache.close()
 
     def scan(self, texts: Sequence[str]) -> list[Match]:
         chunks = [(row, k, c) for row, text in enumerate(texts) for k, c in enumerate(text_chunks(text, self.chunk_chars))]

@@ -323,10 +323,12 @@ class Embedder:
     def _text_key(self, text: str) -> str:
         return self.cache_key + ":" + hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """One L2-normalised float32 row per text, in the order of `texts`, from the cache where present."""
+    def embed(self, texts: list[str], cache: EmbeddingCache | None = None) -> np.ndarray:
+        """One L2-normalised float32 row per text, in the order of `texts`, from the cache where present
+        (`cache`: another cache than the embedder's own, e.g. the benchmark index's)."""
+        cache = cache if cache is not None else self.cache
         keys = [self._text_key(t) for t in texts]
-        found = self.cache.get(sorted(set(keys))) if self.cache else {}
+        found = cache.get(sorted(set(keys))) if cache else {}
         todo = list({k: t for k, t in zip(keys, texts) if k not in found}.items())  # each new text once
         computed: dict[str, np.ndarray] = {}
         for start in range(0, len(todo), TOKENIZE_WINDOW):
@@ -336,8 +338,8 @@ class Embedder:
             for batch in token_budget_batches(lengths, self.max_batch_tokens, self.batch_size, self.pad_multiple):
                 vectors = dict(zip([window[i][0] for i in batch], self._forward([ids[i] for i in batch])))
                 computed.update(vectors)
-                if self.cache:  # written per batch so a killed run keeps what it computed
-                    self.cache.put(vectors)
+                if cache:  # written per batch so a killed run keeps what it computed
+                    cache.put(vectors)
         self.stats["computed"] += len(computed)
         self.stats["cached"] += len(texts) - len(computed)
         vectors = {**found, **computed}
